@@ -1,0 +1,140 @@
+//! `scanfleet enqueue`: one task message per segment, sent with SendMessageBatch.
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::batch::MAX_BATCH_ENTRIES;
+use crate::sqs;
+use crate::task::{self, TablePolicy, TaskMessage};
+
+/// Batches sent concurrently; enough to enqueue a million segments in reasonable time.
+const CONCURRENT_BATCHES: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub table: String,
+    pub segments: u32,
+    pub limit_of_rows: Option<u32>,
+    pub job_id: String,
+}
+
+/// The table named on the command line is the only one these tasks use.
+struct Only<'a>(&'a str);
+
+impl TablePolicy for Only<'_> {
+    fn default_table(&self) -> &str {
+        self.0
+    }
+    fn allows(&self, table: &str) -> bool {
+        table == self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("invalid job: {0}")]
+    Invalid(#[from] task::Rejection),
+    #[error(transparent)]
+    Send(#[from] sqs::SendError),
+}
+
+/// The task bodies of a job, validated by the same rules the workers apply.
+pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
+    (0..job.segments.max(1))
+        .map(|segment| {
+            let msg = TaskMessage {
+                current_segment: segment.into(),
+                total_segments: job.segments.into(),
+                limit_of_rows: job.limit_of_rows.map(i64::from),
+                table: Some(job.table.clone()),
+                job_id: Some(job.job_id.clone()),
+                exclusive_start_key: None,
+                chunk: None,
+            };
+            let body = serde_json::to_string(&msg).expect("task messages always serialize");
+            task::parse(&body, &Only(&job.table))?;
+            Ok(body)
+        })
+        .collect()
+}
+
+/// Sends every task of the job to the control queue.
+pub async fn enqueue(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    job: &Job,
+) -> Result<(), EnqueueError> {
+    let bodies = task_bodies(job)?;
+    futures::stream::iter(bodies.chunks(MAX_BATCH_ENTRIES))
+        .map(|chunk| {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .expect("id and body are set")
+                })
+                .collect();
+            sqs::send_batch(client, queue_url, entries)
+        })
+        .buffer_unordered(CONCURRENT_BATCHES)
+        .try_collect::<()>()
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(segments: u32) -> Job {
+        Job {
+            table: "items".into(),
+            segments,
+            limit_of_rows: Some(3000),
+            job_id: "j1".into(),
+        }
+    }
+
+    #[test]
+    fn one_valid_task_per_segment() {
+        let bodies = task_bodies(&job(3)).unwrap();
+        assert_eq!(bodies.len(), 3);
+        let first: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+        assert_eq!(
+            first,
+            serde_json::json!({"current_segment":0,"total_segments":3,"limit_of_rows":3000,"table":"items","job_id":"j1"})
+        );
+        assert!(bodies[2].contains(r#""current_segment":2"#));
+    }
+
+    #[test]
+    fn invalid_jobs_are_refused_before_sending() {
+        assert!(
+            task_bodies(&job(0))
+                .unwrap_err()
+                .to_string()
+                .contains("total_segments")
+        );
+        assert!(
+            task_bodies(&job(1_000_001))
+                .unwrap_err()
+                .to_string()
+                .contains("total_segments")
+        );
+        let mut j = job(2);
+        j.limit_of_rows = Some(0);
+        assert!(
+            task_bodies(&j)
+                .unwrap_err()
+                .to_string()
+                .contains("limit_of_rows")
+        );
+        j.limit_of_rows = None;
+        j.job_id = String::new();
+        assert!(task_bodies(&j).unwrap_err().to_string().contains("job_id"));
+    }
+}

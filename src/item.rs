@@ -1,0 +1,332 @@
+//! DynamoDB items to message bodies, and DynamoDB JSON keys to `AttributeValue`s.
+//!
+//! Pure logic, no I/O. Items are serialized straight from the SDK's `AttributeValue`s through
+//! `Serialize` wrappers: no intermediate `serde_json::Value`, and numbers are written with
+//! exactly the digits DynamoDB returned (a 38-digit number never passes through `f64`).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine as _;
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::ser::{Error as _, SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::settings::OutputFormat;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Serializes one item as a message body in the configured format.
+pub fn encode(item: &Item, format: OutputFormat) -> Result<String, serde_json::Error> {
+    match format {
+        OutputFormat::Plain => serde_json::to_string(&PlainItem(item)),
+        OutputFormat::Dynamodb => serde_json::to_string(&DynamoItem(item)),
+    }
+}
+
+struct PlainItem<'a>(&'a Item);
+struct Plain<'a>(&'a AttributeValue);
+struct DynamoItem<'a>(&'a Item);
+struct Dynamo<'a>(&'a AttributeValue);
+struct Base64<'a>(&'a Blob);
+
+impl Serialize for PlainItem<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, Plain(v))))
+    }
+}
+
+impl Serialize for DynamoItem<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, Dynamo(v))))
+    }
+}
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&Base64Display::new(self.0.as_ref(), &B64))
+    }
+}
+
+/// A DynamoDB number as a JSON number with its exact digits.
+///
+/// DynamoDB returns numbers as decimal strings that are valid JSON numbers (`-12.50`,
+/// `1E+125`). The text is embedded as-is after checking it *is* a JSON number, so nothing
+/// else can be smuggled into the body through an `N` value.
+struct ExactNumber<'a>(&'a str);
+
+impl Serialize for ExactNumber<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = self.0;
+        let starts_like_number = text
+            .bytes()
+            .next()
+            .is_some_and(|b| b == b'-' || b.is_ascii_digit());
+        let raw: Option<&RawValue> = if starts_like_number {
+            serde_json::from_str(text).ok()
+        } else {
+            None
+        };
+        match raw {
+            Some(raw) => raw.serialize(s),
+            None => Err(S::Error::custom(format!(
+                "DynamoDB number {text:?} is not a valid JSON number"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Plain<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            AttributeValue::S(v) => s.serialize_str(v),
+            AttributeValue::N(v) => ExactNumber(v).serialize(s),
+            AttributeValue::Bool(v) => s.serialize_bool(*v),
+            AttributeValue::Null(_) => s.serialize_unit(),
+            AttributeValue::B(v) => Base64(v).serialize(s),
+            AttributeValue::Ss(v) => s.collect_seq(v),
+            AttributeValue::Ns(v) => s.collect_seq(v.iter().map(|n| ExactNumber(n))),
+            AttributeValue::Bs(v) => s.collect_seq(v.iter().map(Base64)),
+            AttributeValue::L(v) => s.collect_seq(v.iter().map(Plain)),
+            AttributeValue::M(v) => s.collect_map(v.iter().map(|(k, v)| (k, Plain(v)))),
+            other => Err(S::Error::custom(format!(
+                "unsupported DynamoDB attribute type {other:?}"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Dynamo<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        match self.0 {
+            AttributeValue::S(v) => map.serialize_entry("S", v)?,
+            AttributeValue::N(v) => map.serialize_entry("N", v)?,
+            AttributeValue::Bool(v) => map.serialize_entry("BOOL", v)?,
+            AttributeValue::Null(v) => map.serialize_entry("NULL", v)?,
+            AttributeValue::B(v) => map.serialize_entry("B", &Base64(v))?,
+            AttributeValue::Ss(v) => map.serialize_entry("SS", v)?,
+            AttributeValue::Ns(v) => map.serialize_entry("NS", v)?,
+            AttributeValue::Bs(v) => map.serialize_entry("BS", &Seq(v, Base64))?,
+            AttributeValue::L(v) => map.serialize_entry("L", &Seq(v, Dynamo))?,
+            AttributeValue::M(v) => map.serialize_entry("M", &DynamoItem(v))?,
+            other => {
+                return Err(S::Error::custom(format!(
+                    "unsupported DynamoDB attribute type {other:?}"
+                )));
+            }
+        }
+        map.end()
+    }
+}
+
+/// A slice serialized through a wrapper constructor, for use as a map value.
+struct Seq<'a, T, W>(&'a [T], fn(&'a T) -> W);
+
+impl<'a, T, W: Serialize> Serialize for Seq<'a, T, W> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for v in self.0 {
+            seq.serialize_element(&(self.1)(v))?;
+        }
+        seq.end()
+    }
+}
+
+/// Why a DynamoDB-JSON key could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    #[error("must be an object of 1 or 2 key attributes, like {{\"PK\":{{\"S\":\"a\"}}}}")]
+    Shape,
+    #[error(
+        "attribute {0:?} must be {{\"S\": string}}, {{\"N\": string}} or {{\"B\": base64 string}}"
+    )]
+    Value(String),
+    #[error("attribute {0:?}: {1}")]
+    Invalid(String, String),
+}
+
+/// Reads a key (e.g. a `LastEvaluatedKey`) from DynamoDB attribute-value JSON.
+///
+/// Key attributes are always scalars (S, N or B), and a table key has one or two of them.
+pub fn key_from_json(v: &serde_json::Value) -> Result<Item, KeyError> {
+    let obj = v.as_object().ok_or(KeyError::Shape)?;
+    if obj.is_empty() || obj.len() > 2 {
+        return Err(KeyError::Shape);
+    }
+    let mut key = HashMap::with_capacity(obj.len());
+    for (name, value) in obj {
+        let typed = value
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .ok_or_else(|| KeyError::Value(name.clone()))?;
+        let (ty, inner) = typed.iter().next().expect("len checked");
+        let text = inner
+            .as_str()
+            .ok_or_else(|| KeyError::Value(name.clone()))?;
+        let attr = match ty.as_str() {
+            "S" if !text.is_empty() => AttributeValue::S(text.to_owned()),
+            "S" => return Err(KeyError::Invalid(name.clone(), "empty string".into())),
+            "N" => {
+                let parsed: Result<serde_json::Number, _> = text.parse();
+                if parsed.is_err() {
+                    return Err(KeyError::Invalid(
+                        name.clone(),
+                        format!("{text:?} is not a number"),
+                    ));
+                }
+                AttributeValue::N(text.to_owned())
+            }
+            "B" => match B64.decode(text) {
+                Ok(bytes) if !bytes.is_empty() => AttributeValue::B(Blob::new(bytes)),
+                _ => {
+                    return Err(KeyError::Invalid(
+                        name.clone(),
+                        "not non-empty base64".into(),
+                    ));
+                }
+            },
+            _ => return Err(KeyError::Value(name.clone())),
+        };
+        key.insert(name.clone(), attr);
+    }
+    Ok(key)
+}
+
+/// Writes a key as DynamoDB attribute-value JSON; the inverse of [`key_from_json`].
+pub fn key_to_json(key: &Item) -> serde_json::Value {
+    serde_json::to_value(DynamoItem(key)).expect("keys are scalars and always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(pairs: Vec<(&str, AttributeValue)>) -> Item {
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    fn every_type() -> Item {
+        item(vec![
+            ("s", AttributeValue::S("héllo \"q\"\n".into())),
+            (
+                "n",
+                AttributeValue::N("12345678901234567890123456789012345678".into()),
+            ),
+            (
+                "dec",
+                AttributeValue::N("-0.000000000000000000000000000000000001".into()),
+            ),
+            ("exp", AttributeValue::N("1E+125".into())),
+            ("t", AttributeValue::Bool(true)),
+            ("null", AttributeValue::Null(true)),
+            ("b", AttributeValue::B(Blob::new(vec![0u8, 1, 2, 255]))),
+            ("ss", AttributeValue::Ss(vec!["a".into(), "b".into()])),
+            ("ns", AttributeValue::Ns(vec!["1".into(), "2.50".into()])),
+            ("bs", AttributeValue::Bs(vec![Blob::new(b"hi".to_vec())])),
+            (
+                "l",
+                AttributeValue::L(vec![
+                    AttributeValue::N("7".into()),
+                    AttributeValue::S("x".into()),
+                ]),
+            ),
+            (
+                "m",
+                AttributeValue::M(item(vec![("inner", AttributeValue::Null(true))])),
+            ),
+        ])
+    }
+
+    #[test]
+    fn plain_maps_every_type() {
+        let body = encode(&every_type(), OutputFormat::Plain).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let expected = json!({
+            "s": "héllo \"q\"\n",
+            "t": true,
+            "null": null,
+            "b": "AAEC/w==",
+            "ss": ["a", "b"],
+            "bs": ["aGk="],
+            "l": [7, "x"],
+            "m": {"inner": null}
+        });
+        for (k, v) in expected.as_object().unwrap() {
+            assert_eq!(&parsed[k], v, "attribute {k}");
+        }
+        for k in ["n", "dec", "exp"] {
+            assert!(parsed[k].is_number(), "{k} is not a JSON number: {body}");
+        }
+        // Numbers keep exactly the digits DynamoDB returned: check the raw text.
+        for digits in [
+            r#""n":12345678901234567890123456789012345678"#,
+            r#""dec":-0.000000000000000000000000000000000001"#,
+            r#""exp":1E+125"#,
+            r#""ns":[1,2.50]"#,
+        ] {
+            assert!(body.contains(digits), "{digits} missing from {body}");
+        }
+    }
+
+    #[test]
+    fn dynamodb_format_is_attribute_value_json() {
+        let body = encode(&every_type(), OutputFormat::Dynamodb).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            parsed,
+            json!({
+                "s": {"S": "héllo \"q\"\n"},
+                "n": {"N": "12345678901234567890123456789012345678"},
+                "dec": {"N": "-0.000000000000000000000000000000000001"},
+                "exp": {"N": "1E+125"},
+                "t": {"BOOL": true},
+                "null": {"NULL": true},
+                "b": {"B": "AAEC/w=="},
+                "ss": {"SS": ["a", "b"]},
+                "ns": {"NS": ["1", "2.50"]},
+                "bs": {"BS": ["aGk="]},
+                "l": {"L": [{"N": "7"}, {"S": "x"}]},
+                "m": {"M": {"inner": {"NULL": true}}}
+            })
+        );
+    }
+
+    #[test]
+    fn a_number_that_is_not_json_is_an_error_not_an_injection() {
+        for bad in ["1,\"x\":2", "NaN", "", "+1", "1e"] {
+            let it = item(vec![("n", AttributeValue::N(bad.into()))]);
+            assert!(
+                encode(&it, OutputFormat::Plain).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_and_are_validated() {
+        let v = json!({"PK": {"S": "a"}, "SK": {"N": "10"}});
+        let key = key_from_json(&v).unwrap();
+        assert_eq!(key_to_json(&key), v);
+        let v = json!({"PK": {"B": "AAE="}});
+        assert_eq!(key_to_json(&key_from_json(&v).unwrap()), v);
+        for bad in [
+            json!("PK"),
+            json!({}),
+            json!({"a": {"S": "1"}, "b": {"S": "2"}, "c": {"S": "3"}}),
+            json!({"PK": "a"}),
+            json!({"PK": {"S": 1}}),
+            json!({"PK": {"S": ""}}),
+            json!({"PK": {"N": "ten"}}),
+            json!({"PK": {"B": "***"}}),
+            json!({"PK": {"M": {}}}),
+            json!({"PK": {"S": "a", "N": "1"}}),
+        ] {
+            assert!(key_from_json(&bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! scanfleet: DynamoDB parallel scans as a horizontally scaled, observable SQS job.
+//!
+//! Pure logic (task validation, item encoding, batch packing, retry classification) lives in
+//! modules of its own; `sqs`, `pipeline` and `worker` own the I/O.
+
+pub mod batch;
+pub mod devkit;
+pub mod enqueue;
+pub mod http;
+pub mod item;
+pub mod pipeline;
+pub mod retry;
+pub mod settings;
+pub mod sqs;
+pub mod task;
+pub mod telemetry;
+pub mod worker;
+
+/// An error and its sources on one line, as `a: b: c`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Loads the AWS configuration the standard way: credential chain, region, and
+/// `AWS_ENDPOINT_URL` for a local endpoint. Nothing is hard-coded.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    use std::time::Duration;
+    // Attempts must outlive a 20 s long poll; beyond that a hung connection is a failure
+    // the caller retries, not a reason to wait forever.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
+}

@@ -1,0 +1,161 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use scanfleet::enqueue::{self, Job};
+use scanfleet::pipeline::Output;
+use scanfleet::settings::Settings;
+use scanfleet::sqs::ControlQueue;
+use scanfleet::worker::{self, Health};
+use scanfleet::{http, telemetry};
+
+/// DynamoDB parallel scans as a horizontally scaled SQS job.
+#[derive(Parser)]
+#[command(name = "scanfleet", version)]
+struct Cli {
+    /// Configuration file layered over config/default.toml (env SCANFLEET__* overrides both).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker daemon: take segment tasks from the control queue until SIGTERM/SIGINT.
+    Worker,
+    /// Put one task per segment on the control queue and print the job id.
+    Enqueue {
+        /// Table to scan (workers accept it only if scan.allowed_tables allows it).
+        #[arg(long)]
+        table: String,
+        /// Number of segments (TotalSegments), 1..=1000000.
+        #[arg(long)]
+        segments: u32,
+        /// Page size (Scan Limit) of each request; the whole segment is still scanned.
+        #[arg(long)]
+        limit_of_rows: Option<u32>,
+        /// Job id carried by every task and output message (default: a new UUID).
+        #[arg(long)]
+        job_id: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let result = match cli.command {
+        Command::Worker => runtime.block_on(run_worker(settings)),
+        Command::Enqueue {
+            table,
+            segments,
+            limit_of_rows,
+            job_id,
+        } => {
+            let job = Job {
+                table,
+                segments,
+                limit_of_rows,
+                job_id: job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            };
+            runtime.block_on(run_enqueue(settings, job))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.as_ref()),
+    }
+}
+
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("scanfleet: {}", scanfleet::error_chain(e));
+    ExitCode::FAILURE
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+async fn run_enqueue(settings: Settings, job: Job) -> Result<(), BoxError> {
+    settings.validate_for_enqueue()?;
+    telemetry::init_logging(&settings.log);
+    let client = aws_sdk_sqs::Client::new(&scanfleet::aws_config().await);
+    enqueue::enqueue(&client, &settings.control.queue_url, &job).await?;
+    info!(job_id = %job.job_id, segments = job.segments, table = %job.table, "job enqueued");
+    println!("{}", job.job_id);
+    Ok(())
+}
+
+async fn run_worker(settings: Settings) -> Result<(), BoxError> {
+    settings.validate_for_worker()?;
+    telemetry::init_logging(&settings.log);
+    let listener = tokio::net::TcpListener::bind(settings.metrics.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "configuration: metrics.listen {} cannot be bound: {e}",
+                settings.metrics.listen
+            )
+        })?;
+    let metrics = telemetry::install_metrics();
+    let aws = scanfleet::aws_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let output = Output {
+        dynamodb: aws_sdk_dynamodb::Client::new(&aws),
+        sqs: sqs.clone(),
+        queue_url: settings.output.queue_url.clone(),
+        format: settings.output.format,
+        max_batch_bytes: settings.output.max_batch_bytes as usize,
+        in_flight: Arc::new(Semaphore::new(
+            settings.output.max_in_flight_batches as usize,
+        )),
+    };
+    let control = ControlQueue {
+        client: sqs,
+        url: settings.control.queue_url.clone(),
+    };
+
+    let shutdown = CancellationToken::new();
+    let health = Arc::new(Health::default());
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(http::serve(
+        listener,
+        metrics,
+        health.clone(),
+        server_stop.clone(),
+    ));
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    info!(
+        control = %settings.control.queue_url,
+        output = %settings.output.queue_url,
+        concurrency = settings.worker.concurrency,
+        metrics = %settings.metrics.listen,
+        "worker started"
+    );
+    worker::run(&settings, control, output, health, shutdown).await;
+    // The metrics endpoint stays up through the drain, so the last figures can be scraped.
+    server_stop.cancel();
+    let _ = server.await;
+    info!("worker stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+async fn signal_shutdown(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = which, "shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,148 @@
+//! The one place that decides which AWS errors are worth retrying, and how long to wait.
+
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+/// Error codes AWS uses for throttling across DynamoDB and SQS.
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ThrottledException",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Throttling, 5xx, timeouts and connection failures: worth another attempt.
+    Transient,
+    /// Validation errors, missing resources, access denied: retrying cannot help.
+    Permanent,
+}
+
+/// Classifies an SDK error. The SDK has already retried transient errors a few times by the
+/// time one reaches us; this decides whether *our* longer-horizon retry is worth it.
+pub fn classify<E, R>(err: &SdkError<E, R>) -> Class
+where
+    E: ProvideErrorMetadata,
+    R: HttpStatus,
+{
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Class::Transient,
+        SdkError::ResponseError(e) => status_class(e.raw().status()),
+        SdkError::ServiceError(e) => {
+            if e.err().code().is_some_and(is_throttling_code) {
+                Class::Transient
+            } else {
+                status_class(e.raw().status())
+            }
+        }
+        // Construction failures are our own bugs; retrying repeats them.
+        _ => Class::Permanent,
+    }
+}
+
+fn status_class(status: u16) -> Class {
+    if status >= 500 || status == 429 {
+        Class::Transient
+    } else {
+        Class::Permanent
+    }
+}
+
+pub fn is_throttling_code(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code)
+}
+
+/// What a raw response must tell the classifier.
+pub trait HttpStatus {
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// Backoff for retrying work inside a task (failed batch entries, throttled calls):
+/// exponential from 50 ms, capped at 5 s, with jitter, 10 attempts.
+pub fn task_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(10)
+        .with_jitter()
+        .build()
+}
+
+/// Backoff for a failing ReceiveMessage loop: from 200 ms, capped at 20 s, never giving up
+/// (a worker must outlive an outage), with jitter so a fleet does not retry in lockstep.
+pub fn receive_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(20))
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
+
+/// Visibility delay before a failed or rejected task is received again, growing with its
+/// receive count (1 s, 2 s, 4 s … capped at 15 min) so a bad task is not hammered, and a
+/// queue without a redrive policy does not spin on it.
+pub fn release_delay(receive_count: u32) -> Duration {
+    let exp = receive_count.saturating_sub(1).min(10);
+    Duration::from_secs((1u64 << exp).min(900))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_codes_are_transient() {
+        for c in [
+            "ProvisionedThroughputExceededException",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+        ] {
+            assert!(is_throttling_code(c));
+        }
+        assert!(!is_throttling_code("ResourceNotFoundException"));
+        assert!(!is_throttling_code("ValidationException"));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(500), Class::Transient);
+        assert_eq!(status_class(503), Class::Transient);
+        assert_eq!(status_class(429), Class::Transient);
+        assert_eq!(status_class(400), Class::Permanent);
+        assert_eq!(status_class(404), Class::Permanent);
+    }
+
+    #[test]
+    fn release_delay_grows_and_is_capped() {
+        let d: Vec<u64> = [0, 1, 2, 3, 4, 11, 1000]
+            .iter()
+            .map(|&n| release_delay(n).as_secs())
+            .collect();
+        assert_eq!(d, vec![1, 1, 2, 4, 8, 900, 900]);
+    }
+
+    #[test]
+    fn receive_backoff_never_gives_up_and_is_capped() {
+        let delays: Vec<Duration> = receive_backoff().take(50).collect();
+        assert_eq!(delays.len(), 50);
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(40)),
+            "{delays:?}"
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! Typed, validated configuration.
+//!
+//! Layers, lowest first: `config/default.toml` (compiled in), the file given with `--config`,
+//! then environment variables `SCANFLEET__<SECTION>__<KEY>` (`scan.allowed_tables` takes a
+//! comma-separated list). Unknown keys are errors, so a typo cannot silently fall back to a
+//! default. Every error names the key it is about.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// One clear start-up error, naming the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {key} {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub control: ControlSettings,
+    pub output: OutputSettings,
+    pub scan: ScanSettings,
+    pub worker: WorkerSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    /// URL of the SQS queue carrying segment tasks.
+    pub queue_url: String,
+    /// Long-poll wait of each ReceiveMessage call (SQS allows 0..=20).
+    pub wait_time_seconds: u32,
+    /// Visibility timeout of a received task; extended by the heartbeat while the task runs.
+    pub visibility_timeout_seconds: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// The item as ordinary JSON (`{"PK":"a","n":12}`).
+    Plain,
+    /// DynamoDB attribute-value JSON (`{"PK":{"S":"a"},"n":{"N":"12"}}`).
+    Dynamodb,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    /// URL of the SQS queue receiving one message per row.
+    pub queue_url: String,
+    pub format: OutputFormat,
+    /// SendMessageBatch calls in flight per worker process, shared by all its tasks.
+    pub max_in_flight_batches: u32,
+    /// Upper bound on the summed message sizes of one SendMessageBatch call.
+    pub max_batch_bytes: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSettings {
+    /// Table for tasks that name none.
+    pub default_table: String,
+    /// Tables a task may name; empty means only `default_table`.
+    pub allowed_tables: Vec<String>,
+}
+
+impl ScanSettings {
+    /// Whether a task may scan `table`. The default table is always allowed.
+    pub fn allows(&self, table: &str) -> bool {
+        table == self.default_table || self.allowed_tables.iter().any(|t| t == table)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Tasks processed concurrently by one process.
+    pub concurrency: u32,
+    /// How long in-flight tasks may run on after SIGTERM/SIGINT before they are handed back.
+    pub drain_timeout_seconds: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Listen address of the /metrics, /healthz and /readyz endpoints.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` EnvFilter directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// SQS limits that bound the settings; named so the checks below say where numbers come from.
+mod sqs_limits {
+    pub const MAX_WAIT_TIME_SECONDS: u32 = 20;
+    pub const MAX_VISIBILITY_TIMEOUT_SECONDS: u32 = 43_200;
+    pub const MAX_BATCH_BYTES: u32 = 1_048_576;
+}
+
+impl Settings {
+    /// Loads the layers from the given environment (`vars`, so tests need not touch the
+    /// process environment) without validating them for a particular command.
+    pub fn load_from(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "--config",
+                    format!("names no readable file: {}", path.display()),
+                ));
+            }
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        let env: config::Map<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SCANFLEET__"))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix("SCANFLEET")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("scan.allowed_tables")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        Ok(builder.build()?.try_deserialize()?)
+    }
+
+    /// Loads from the real process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Checks everything the worker needs.
+    pub fn validate_for_worker(&self) -> Result<(), SettingsError> {
+        self.validate_for_enqueue()?;
+        let c = &self.control;
+        if c.wait_time_seconds > sqs_limits::MAX_WAIT_TIME_SECONDS {
+            return Err(invalid(
+                "control.wait_time_seconds",
+                format!("must be 0..=20 (SQS limit), got {}", c.wait_time_seconds),
+            ));
+        }
+        // Below 5 s the heartbeat (every third of the timeout) would run more often than a
+        // round trip to SQS can be relied upon to take.
+        if !(5..=sqs_limits::MAX_VISIBILITY_TIMEOUT_SECONDS).contains(&c.visibility_timeout_seconds)
+        {
+            return Err(invalid(
+                "control.visibility_timeout_seconds",
+                format!("must be 5..=43200, got {}", c.visibility_timeout_seconds),
+            ));
+        }
+        require_url("output.queue_url", &self.output.queue_url)?;
+        if self.output.max_in_flight_batches == 0 || self.output.max_in_flight_batches > 1024 {
+            return Err(invalid(
+                "output.max_in_flight_batches",
+                format!(
+                    "must be 1..=1024, got {}",
+                    self.output.max_in_flight_batches
+                ),
+            ));
+        }
+        // A batch must hold at least one maximum-size message of the smallest queue setting.
+        if !(1024..=sqs_limits::MAX_BATCH_BYTES).contains(&self.output.max_batch_bytes) {
+            return Err(invalid(
+                "output.max_batch_bytes",
+                format!(
+                    "must be 1024..=1048576, got {}",
+                    self.output.max_batch_bytes
+                ),
+            ));
+        }
+        if self.scan.default_table.is_empty() {
+            return Err(invalid(
+                "scan.default_table",
+                "is required (env SCANFLEET__SCAN__DEFAULT_TABLE)",
+            ));
+        }
+        if let Some(t) = self
+            .scan
+            .allowed_tables
+            .iter()
+            .find(|t| t.trim().is_empty())
+        {
+            return Err(invalid(
+                "scan.allowed_tables",
+                format!("contains an empty table name ({t:?})"),
+            ));
+        }
+        if !(1..=256).contains(&self.worker.concurrency) {
+            return Err(invalid(
+                "worker.concurrency",
+                format!("must be 1..=256, got {}", self.worker.concurrency),
+            ));
+        }
+        if self.worker.drain_timeout_seconds == 0 {
+            return Err(invalid(
+                "worker.drain_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks what `enqueue` needs: only the control queue.
+    pub fn validate_for_enqueue(&self) -> Result<(), SettingsError> {
+        require_url("control.queue_url", &self.control.queue_url)
+    }
+}
+
+fn require_url(key: &'static str, value: &str) -> Result<(), SettingsError> {
+    if value.is_empty() {
+        let env = format!("SCANFLEET__{}", key.replace('.', "__").to_uppercase());
+        return Err(invalid(key, format!("is required (env {env})")));
+    }
+    if !(value.starts_with("https://") || value.starts_with("http://")) {
+        return Err(invalid(
+            key,
+            format!("must be an SQS queue URL (http:// or https://), got {value:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn complete() -> Vec<(String, String)> {
+        vars(&[
+            (
+                "SCANFLEET__CONTROL__QUEUE_URL",
+                "http://localhost/1/control",
+            ),
+            ("SCANFLEET__OUTPUT__QUEUE_URL", "http://localhost/1/output"),
+            ("SCANFLEET__SCAN__DEFAULT_TABLE", "items"),
+        ])
+    }
+
+    fn error_for(extra: &[(&str, &str)]) -> String {
+        let mut v = complete();
+        v.extend(vars(extra));
+        let s = Settings::load_from(None, v);
+        match s.and_then(|s| s.validate_for_worker()) {
+            Ok(()) => panic!("expected an error for {extra:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_env_layering() {
+        let mut v = complete();
+        v.extend(vars(&[
+            ("SCANFLEET__SCAN__ALLOWED_TABLES", "a,b"),
+            ("SCANFLEET__WORKER__CONCURRENCY", "8"),
+            ("SCANFLEET__OUTPUT__FORMAT", "dynamodb"),
+            ("OTHER_VAR", "ignored"),
+        ]));
+        let s = Settings::load_from(None, v).unwrap();
+        s.validate_for_worker().unwrap();
+        assert_eq!(s.control.wait_time_seconds, 20);
+        assert_eq!(s.control.visibility_timeout_seconds, 60);
+        assert_eq!(s.worker.concurrency, 8);
+        assert_eq!(s.output.format, OutputFormat::Dynamodb);
+        assert_eq!(s.scan.allowed_tables, vec!["a", "b"]);
+        assert_eq!(s.metrics.listen.to_string(), "0.0.0.0:9090");
+        assert!(s.scan.allows("items") && s.scan.allows("b") && !s.scan.allows("c"));
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_env() {
+        let dir = std::env::temp_dir().join(format!("scanfleet-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[worker]\nconcurrency = 2\ndrain_timeout_seconds = 7\n",
+        )
+        .unwrap();
+        let mut v = complete();
+        v.extend(vars(&[("SCANFLEET__WORKER__CONCURRENCY", "3")]));
+        let s = Settings::load_from(Some(&path), v).unwrap();
+        assert_eq!(s.worker.concurrency, 3);
+        assert_eq!(s.worker.drain_timeout_seconds, 7);
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        let e = s.validate_for_worker().unwrap_err().to_string();
+        assert!(
+            e.contains("control.queue_url") && e.contains("SCANFLEET__CONTROL__QUEUE_URL"),
+            "{e}"
+        );
+        let s = Settings::load_from(
+            None,
+            vars(&[("SCANFLEET__CONTROL__QUEUE_URL", "http://x/q")]),
+        )
+        .unwrap();
+        s.validate_for_enqueue().unwrap();
+        assert!(
+            s.validate_for_worker()
+                .unwrap_err()
+                .to_string()
+                .contains("output.queue_url")
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        for (var, value, key) in [
+            (
+                "SCANFLEET__CONTROL__WAIT_TIME_SECONDS",
+                "21",
+                "control.wait_time_seconds",
+            ),
+            (
+                "SCANFLEET__CONTROL__VISIBILITY_TIMEOUT_SECONDS",
+                "1",
+                "control.visibility_timeout_seconds",
+            ),
+            ("SCANFLEET__WORKER__CONCURRENCY", "0", "worker.concurrency"),
+            (
+                "SCANFLEET__WORKER__CONCURRENCY",
+                "lots",
+                "worker.concurrency",
+            ),
+            ("SCANFLEET__OUTPUT__FORMAT", "xml", "output.format"),
+            (
+                "SCANFLEET__OUTPUT__MAX_BATCH_BYTES",
+                "2000000",
+                "output.max_batch_bytes",
+            ),
+            (
+                "SCANFLEET__OUTPUT__QUEUE_URL",
+                "not-a-url",
+                "output.queue_url",
+            ),
+            ("SCANFLEET__METRICS__LISTEN", "nowhere", "metrics.listen"),
+            (
+                "SCANFLEET__WORKER__DRAIN_TIMEOUT_SECONDS",
+                "0",
+                "worker.drain_timeout_seconds",
+            ),
+        ] {
+            let e = error_for(&[(var, value)]);
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = error_for(&[("SCANFLEET__WORKER__CONCURENCY", "3")]);
+        assert!(e.contains("concurency"), "{e}");
+    }
+}

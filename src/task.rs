@@ -1,0 +1,432 @@
+//! Segment-task messages: the control queue's wire format and its validation.
+//!
+//! Pure logic, no I/O. The wire format is the original Lambda's payload
+//! (`{"current_segment": 10, "total_segments": 300, "limit_of_rows": 3000}`) plus optional
+//! fields; anything else in a message is an error, so a typo never silently changes a scan.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+use crate::item;
+
+/// DynamoDB's limit on `TotalSegments`.
+pub const MAX_TOTAL_SEGMENTS: u32 = 1_000_000;
+/// A job id travels as an SQS message attribute; keep it short and printable.
+pub const MAX_JOB_ID_LEN: usize = 128;
+/// Task bodies are tiny; anything this large is not a task (and would be costly to parse).
+pub const MAX_TASK_BYTES: usize = 64 * 1024;
+
+/// The task as it travels on the control queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskMessage {
+    pub current_segment: i64,
+    pub total_segments: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_of_rows: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Where the scan resumes: DynamoDB attribute-value JSON of a `LastEvaluatedKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive_start_key: Option<serde_json::Value>,
+    /// How many times this segment was continued (0 for the first task of a segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<i64>,
+}
+
+/// A validated task, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub segment: i32,
+    pub total_segments: i32,
+    /// `Limit` of each Scan request: a page size, not a cap on the rows of the segment.
+    pub page_size: Option<i32>,
+    pub table: String,
+    pub job_id: Option<String>,
+    pub exclusive_start_key: Option<HashMap<String, AttributeValue>>,
+    pub chunk: u32,
+}
+
+/// Why a task was rejected. The label is the `reason` of `scanfleet_tasks_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Not JSON, not an object, wrong types, unknown fields, missing fields, too large.
+    Malformed,
+    /// Well-formed, but a value is outside what is allowed.
+    OutOfRange,
+    /// Names a table that `scan.allowed_tables` does not allow.
+    TableNotAllowed,
+    /// `exclusive_start_key` is not a valid DynamoDB key.
+    BadStartKey,
+}
+
+impl RejectReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::OutOfRange => "out_of_range",
+            RejectReason::TableNotAllowed => "table_not_allowed",
+            RejectReason::BadStartKey => "bad_start_key",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+    Rejection {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// What a task may touch: the table policy from `scan.*`.
+pub trait TablePolicy {
+    fn default_table(&self) -> &str;
+    fn allows(&self, table: &str) -> bool;
+}
+
+impl TablePolicy for crate::settings::ScanSettings {
+    fn default_table(&self) -> &str {
+        &self.default_table
+    }
+    fn allows(&self, table: &str) -> bool {
+        crate::settings::ScanSettings::allows(self, table)
+    }
+}
+
+/// Parses and validates one control-queue message body.
+pub fn parse(body: &str, policy: &impl TablePolicy) -> Result<Task, Rejection> {
+    if body.len() > MAX_TASK_BYTES {
+        return Err(reject(
+            RejectReason::Malformed,
+            format!(
+                "task body is {} bytes, more than the {MAX_TASK_BYTES} a task can be",
+                body.len()
+            ),
+        ));
+    }
+    // serde would also read a struct from a JSON array; a task is an object, nothing else.
+    if !body.trim_start().starts_with('{') {
+        let start: String = body.chars().take(40).collect();
+        return Err(reject(
+            RejectReason::Malformed,
+            format!("task is not a JSON object (starts with {start:?})"),
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_str(body);
+    let msg: TaskMessage = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let detail = if path == "." || path.is_empty() {
+            format!("task is not a valid task object: {inner}")
+        } else {
+            format!("task field `{path}`: {inner}")
+        };
+        reject(RejectReason::Malformed, detail)
+    })?;
+    de.end().map_err(|e| {
+        reject(
+            RejectReason::Malformed,
+            format!("task has trailing data after the object: {e}"),
+        )
+    })?;
+    validate(msg, policy)
+}
+
+fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejection> {
+    let out_of_range = |detail: String| reject(RejectReason::OutOfRange, detail);
+    let total = msg.total_segments;
+    if !(1..=i64::from(MAX_TOTAL_SEGMENTS)).contains(&total) {
+        return Err(out_of_range(format!(
+            "total_segments must be 1..={MAX_TOTAL_SEGMENTS}, got {total}"
+        )));
+    }
+    let segment = msg.current_segment;
+    if segment < 0 || segment >= total {
+        return Err(out_of_range(format!(
+            "current_segment must be 0..={} (less than total_segments {total}), got {segment}",
+            total - 1
+        )));
+    }
+    let page_size = match msg.limit_of_rows {
+        None => None,
+        Some(l) if (1..=i64::from(i32::MAX)).contains(&l) => Some(l as i32),
+        Some(l) => {
+            return Err(out_of_range(format!(
+                "limit_of_rows must be 1..={}, got {l}",
+                i32::MAX
+            )));
+        }
+    };
+    let chunk = match msg.chunk {
+        None => 0,
+        Some(c) if (0..=i64::from(u32::MAX)).contains(&c) => c as u32,
+        Some(c) => return Err(out_of_range(format!("chunk must be ≥ 0, got {c}"))),
+    };
+    let table = match msg.table {
+        None => policy.default_table().to_owned(),
+        Some(t) if policy.allows(&t) => t,
+        Some(t) => {
+            return Err(reject(
+                RejectReason::TableNotAllowed,
+                format!("table {t:?} is not in scan.allowed_tables"),
+            ));
+        }
+    };
+    if let Some(id) = &msg.job_id {
+        let printable = id.chars().all(|c| !c.is_control());
+        if id.is_empty() || id.len() > MAX_JOB_ID_LEN || !printable {
+            return Err(out_of_range(format!(
+                "job_id must be 1..={MAX_JOB_ID_LEN} printable characters, got {id:?}"
+            )));
+        }
+    }
+    let exclusive_start_key = match msg.exclusive_start_key {
+        None => None,
+        Some(v) => Some(item::key_from_json(&v).map_err(|e| {
+            reject(
+                RejectReason::BadStartKey,
+                format!("exclusive_start_key: {e}"),
+            )
+        })?),
+    };
+    Ok(Task {
+        segment: segment as i32,
+        total_segments: total as i32,
+        page_size,
+        table,
+        job_id: msg.job_id,
+        exclusive_start_key,
+        chunk,
+    })
+}
+
+impl Task {
+    /// The wire form of this task, e.g. for a continuation (with a new start key and chunk).
+    pub fn to_message(&self) -> TaskMessage {
+        TaskMessage {
+            current_segment: i64::from(self.segment),
+            total_segments: i64::from(self.total_segments),
+            limit_of_rows: self.page_size.map(i64::from),
+            table: Some(self.table.clone()),
+            job_id: self.job_id.clone(),
+            exclusive_start_key: self.exclusive_start_key.as_ref().map(item::key_to_json),
+            chunk: (self.chunk > 0).then_some(i64::from(self.chunk)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Policy;
+    impl TablePolicy for Policy {
+        fn default_table(&self) -> &str {
+            "items"
+        }
+        fn allows(&self, t: &str) -> bool {
+            t == "items" || t == "other"
+        }
+    }
+
+    fn ok(body: &str) -> Task {
+        parse(body, &Policy).unwrap_or_else(|e| panic!("{body}: {e}"))
+    }
+
+    fn rejected(body: &str) -> Rejection {
+        match parse(body, &Policy) {
+            Ok(t) => panic!("accepted {body}: {t:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_original_lambda_payload_works() {
+        let t = ok(r#"{"current_segment": 10, "total_segments": 300, "limit_of_rows": 3000}"#);
+        assert_eq!(
+            t,
+            Task {
+                segment: 10,
+                total_segments: 300,
+                page_size: Some(3000),
+                table: "items".into(),
+                job_id: None,
+                exclusive_start_key: None,
+                chunk: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn optional_fields() {
+        let t = ok(
+            r#"{"current_segment":0,"total_segments":1,"table":"other","job_id":"j-1",
+            "exclusive_start_key":{"PK":{"S":"a"},"SK":{"N":"12"}},"chunk":3}"#,
+        );
+        assert_eq!(t.table, "other");
+        assert_eq!(t.job_id.as_deref(), Some("j-1"));
+        assert_eq!(t.page_size, None);
+        assert_eq!(t.chunk, 3);
+        let key = t.exclusive_start_key.clone().unwrap();
+        assert_eq!(key["PK"], AttributeValue::S("a".into()));
+        assert_eq!(key["SK"], AttributeValue::N("12".into()));
+        // Explicit nulls mean "absent", as a Python producer writing None would expect.
+        let t = ok(r#"{"current_segment":0,"total_segments":1,"table":null,"job_id":null}"#);
+        assert_eq!(t.table, "items");
+    }
+
+    #[test]
+    fn round_trips_through_the_wire_form() {
+        let t = ok(
+            r#"{"current_segment":2,"total_segments":9,"limit_of_rows":5,"table":"other",
+            "job_id":"j","exclusive_start_key":{"PK":{"S":"k"}},"chunk":1}"#,
+        );
+        let body = serde_json::to_string(&t.to_message()).unwrap();
+        assert_eq!(ok(&body), t);
+    }
+
+    #[test]
+    fn every_rule_is_enforced() {
+        use RejectReason::*;
+        let cases: &[(&str, RejectReason, &str)] = &[
+            ("", Malformed, "not a JSON object"),
+            ("not json", Malformed, "not a JSON object"),
+            ("{not json", Malformed, "key must be a string"),
+            (
+                r#"{"current_segment":0,"total_segments":2} trailing"#,
+                Malformed,
+                "trailing",
+            ),
+            ("[1,2]", Malformed, "task"),
+            ("null", Malformed, "task"),
+            ("{}", Malformed, "current_segment"),
+            (r#"{"current_segment":1}"#, Malformed, "total_segments"),
+            (
+                r#"{"current_segment":"1","total_segments":2}"#,
+                Malformed,
+                "current_segment",
+            ),
+            (
+                r#"{"current_segment":1.5,"total_segments":2}"#,
+                Malformed,
+                "current_segment",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"extra":1}"#,
+                Malformed,
+                "extra",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"limit_of_rows":"10"}"#,
+                Malformed,
+                "limit_of_rows",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"table":5}"#,
+                Malformed,
+                "table",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"job_id":[]}"#,
+                Malformed,
+                "job_id",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":99999999999999999999999}"#,
+                Malformed,
+                "total_segments",
+            ),
+            (
+                r#"{"current_segment":-1,"total_segments":2}"#,
+                OutOfRange,
+                "current_segment",
+            ),
+            (
+                r#"{"current_segment":2,"total_segments":2}"#,
+                OutOfRange,
+                "current_segment",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":0}"#,
+                OutOfRange,
+                "total_segments",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":1000001}"#,
+                OutOfRange,
+                "total_segments",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"limit_of_rows":0}"#,
+                OutOfRange,
+                "limit_of_rows",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"limit_of_rows":-5}"#,
+                OutOfRange,
+                "limit_of_rows",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"limit_of_rows":2147483648}"#,
+                OutOfRange,
+                "limit_of_rows",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"job_id":""}"#,
+                OutOfRange,
+                "job_id",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"chunk":-1}"#,
+                OutOfRange,
+                "chunk",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"table":"secrets"}"#,
+                TableNotAllowed,
+                "secrets",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"exclusive_start_key":"PK"}"#,
+                BadStartKey,
+                "exclusive_start_key",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"exclusive_start_key":{}}"#,
+                BadStartKey,
+                "exclusive_start_key",
+            ),
+            (
+                r#"{"current_segment":0,"total_segments":2,"exclusive_start_key":{"PK":{"Q":"x"}}}"#,
+                BadStartKey,
+                "exclusive_start_key",
+            ),
+        ];
+        for (body, reason, needle) in cases {
+            let e = rejected(body);
+            assert_eq!(e.reason, *reason, "{body}: {e}");
+            assert!(e.detail.contains(needle), "{body}: {e} lacks {needle:?}");
+        }
+        let huge = format!(
+            r#"{{"current_segment":0,"total_segments":2,"job_id":"{}"}}"#,
+            "x".repeat(MAX_TASK_BYTES)
+        );
+        assert_eq!(rejected(&huge).reason, Malformed);
+        let long_id = format!(
+            r#"{{"current_segment":0,"total_segments":2,"job_id":"{}"}}"#,
+            "x".repeat(MAX_JOB_ID_LEN + 1)
+        );
+        assert_eq!(rejected(&long_id).reason, OutOfRange);
+    }
+}

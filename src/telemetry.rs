@@ -1,0 +1,223 @@
+//! Logs and metrics. Every observable outcome has one emitter here that writes its log line
+//! and updates its metrics, so call sites stay one line and metric names live in one place.
+
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::{LogFormat, LogSettings};
+use crate::task::{Rejection, Task};
+
+/// Metric names: part of the public contract (dashboards and alerts use them).
+pub mod names {
+    pub const TASKS_RECEIVED: &str = "scanfleet_tasks_received_total";
+    pub const TASKS_COMPLETED: &str = "scanfleet_tasks_completed_total";
+    pub const TASKS_FAILED: &str = "scanfleet_tasks_failed_total";
+    pub const TASKS_REJECTED: &str = "scanfleet_tasks_rejected_total";
+    pub const TASKS_HANDED_BACK: &str = "scanfleet_tasks_handed_back_total";
+    pub const TASKS_IN_FLIGHT: &str = "scanfleet_tasks_in_flight";
+    pub const TASK_DURATION: &str = "scanfleet_task_duration_seconds";
+    pub const ROWS_SCANNED: &str = "scanfleet_rows_scanned_total";
+    pub const ROWS_PUBLISHED: &str = "scanfleet_rows_published_total";
+    pub const SCAN_PAGES: &str = "scanfleet_scan_pages_total";
+    pub const PUBLISH_RETRIES: &str = "scanfleet_publish_retries_total";
+    pub const RECEIVE_ERRORS: &str = "scanfleet_receive_errors_total";
+    pub const HEARTBEATS: &str = "scanfleet_heartbeats_total";
+    pub const HEARTBEAT_ERRORS: &str = "scanfleet_heartbeat_errors_total";
+    pub const ACK_ERRORS: &str = "scanfleet_ack_errors_total";
+}
+
+/// Installs the Prometheus recorder and describes every metric.
+pub fn install_metrics() -> PrometheusHandle {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(names::TASK_DURATION.into()),
+            &[
+                0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+            ],
+        )
+        .expect("bucket list is not empty")
+        .install_recorder()
+        .expect("the metrics recorder is installed once, at start-up");
+    use names::*;
+    describe_counter!(
+        TASKS_RECEIVED,
+        "Task messages received from the control queue."
+    );
+    describe_counter!(
+        TASKS_COMPLETED,
+        "Tasks whose whole segment was published and that were deleted."
+    );
+    describe_counter!(
+        TASKS_FAILED,
+        "Tasks that failed and were released for a later retry."
+    );
+    describe_counter!(
+        TASKS_REJECTED,
+        "Invalid task messages, by reason; left for the dead-letter queue."
+    );
+    describe_counter!(
+        TASKS_HANDED_BACK,
+        "Tasks handed back unfinished at shutdown."
+    );
+    describe_gauge!(TASKS_IN_FLIGHT, "Tasks this worker is running now.");
+    describe_histogram!(
+        TASK_DURATION,
+        Unit::Seconds,
+        "Time from receiving a task to its deletion."
+    );
+    describe_counter!(ROWS_SCANNED, "Rows read from DynamoDB.");
+    describe_counter!(ROWS_PUBLISHED, "Rows accepted by the output queue.");
+    describe_counter!(SCAN_PAGES, "DynamoDB Scan pages read.");
+    describe_counter!(
+        PUBLISH_RETRIES,
+        "SendMessageBatch retries (failed entries or transient errors)."
+    );
+    describe_counter!(
+        RECEIVE_ERRORS,
+        "Failed ReceiveMessage calls on the control queue."
+    );
+    describe_counter!(HEARTBEATS, "Visibility extensions of running tasks.");
+    describe_counter!(
+        HEARTBEAT_ERRORS,
+        "Failed visibility extensions of running tasks."
+    );
+    describe_counter!(ACK_ERRORS, "Failed deletes or releases of task messages.");
+    // Zero-initialise the counters a dashboard divides by, so they exist before the first task.
+    for name in [
+        TASKS_RECEIVED,
+        TASKS_COMPLETED,
+        TASKS_FAILED,
+        ROWS_SCANNED,
+        ROWS_PUBLISHED,
+        SCAN_PAGES,
+    ] {
+        counter!(name).increment(0);
+    }
+    gauge!(TASKS_IN_FLIGHT).set(0.0);
+    handle
+}
+
+/// Starts logging to stderr (stdout stays free for command output such as a job id).
+pub fn init_logging(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn task_labels(task: &Task) -> [(&'static str, String); 1] {
+    [("table", task.table.clone())]
+}
+
+pub fn task_received(message_id: &str, receive_count: u32) {
+    counter!(names::TASKS_RECEIVED).increment(1);
+    tracing::debug!(message_id, receive_count, "task received");
+}
+
+pub fn task_rejected(message_id: &str, receive_count: u32, rejection: &Rejection) {
+    counter!(names::TASKS_REJECTED, "reason" => rejection.reason.label()).increment(1);
+    warn!(
+        message_id,
+        receive_count,
+        reason = rejection.reason.label(),
+        detail = %rejection.detail,
+        "invalid task rejected; left on the queue for its dead-letter queue"
+    );
+}
+
+pub fn task_started(message_id: &str, task: &Task) {
+    gauge!(names::TASKS_IN_FLIGHT).increment(1.0);
+    info!(
+        message_id,
+        table = %task.table,
+        segment = task.segment,
+        total_segments = task.total_segments,
+        job_id = task.job_id.as_deref().unwrap_or(""),
+        "task started"
+    );
+}
+
+/// Pairs with [`task_started`], whatever the outcome.
+pub fn task_ended() {
+    gauge!(names::TASKS_IN_FLIGHT).decrement(1.0);
+}
+
+pub fn task_completed(message_id: &str, task: &Task, rows: u64, elapsed: Duration) {
+    counter!(names::TASKS_COMPLETED, &task_labels(task)).increment(1);
+    histogram!(names::TASK_DURATION).record(elapsed.as_secs_f64());
+    info!(
+        message_id,
+        table = %task.table,
+        segment = task.segment,
+        rows,
+        seconds = elapsed.as_secs_f64(),
+        "task completed"
+    );
+}
+
+pub fn task_failed(message_id: &str, task: &Task, err: &dyn std::error::Error, retry_in: Duration) {
+    counter!(names::TASKS_FAILED, &task_labels(task)).increment(1);
+    error!(
+        message_id,
+        table = %task.table,
+        segment = task.segment,
+        error = %crate::error_chain(err),
+        retry_in_seconds = retry_in.as_secs(),
+        "task failed; released for a retry"
+    );
+}
+
+pub fn task_handed_back(message_id: &str, task: &Task) {
+    counter!(names::TASKS_HANDED_BACK).increment(1);
+    warn!(message_id, table = %task.table, segment = task.segment, "shutdown: task handed back unfinished");
+}
+
+pub fn page_scanned(rows: usize) {
+    counter!(names::SCAN_PAGES).increment(1);
+    counter!(names::ROWS_SCANNED).increment(rows as u64);
+}
+
+pub fn rows_published(rows: usize) {
+    counter!(names::ROWS_PUBLISHED).increment(rows as u64);
+}
+
+pub fn publish_retry(failed_entries: usize, reason: &str) {
+    counter!(names::PUBLISH_RETRIES).increment(1);
+    warn!(failed_entries, reason, "retrying SendMessageBatch");
+}
+
+pub fn receive_failed(err: &dyn std::error::Error, retry_in: Duration) {
+    counter!(names::RECEIVE_ERRORS).increment(1);
+    warn!(
+        error = %crate::error_chain(err),
+        retry_in_ms = retry_in.as_millis() as u64,
+        "receiving tasks failed; backing off"
+    );
+}
+
+pub fn heartbeat(ok: Result<(), &dyn std::error::Error>, message_id: &str) {
+    match ok {
+        Ok(()) => counter!(names::HEARTBEATS).increment(1),
+        Err(e) => {
+            counter!(names::HEARTBEAT_ERRORS).increment(1);
+            warn!(message_id, error = %crate::error_chain(e), "extending task visibility failed");
+        }
+    }
+}
+
+pub fn ack_failed(message_id: &str, action: &'static str, err: &dyn std::error::Error) {
+    counter!(names::ACK_ERRORS, "action" => action).increment(1);
+    error!(message_id, action, error = %crate::error_chain(err), "task message could not be updated");
+}
