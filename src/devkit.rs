@@ -229,6 +229,7 @@ pub async fn queue_depth(aws: &Aws, url: &str) -> Result<u64, BoxError> {
 /// A received output message.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub message_id: String,
     pub body: String,
     pub attributes: HashMap<String, String>,
 }
@@ -271,6 +272,7 @@ pub async fn receive_some(
     Ok(messages
         .into_iter()
         .map(|m| Received {
+            message_id: m.message_id.unwrap_or_default(),
             attributes: m
                 .message_attributes
                 .unwrap_or_default()
@@ -284,6 +286,9 @@ pub async fn receive_some(
 
 /// Drains `url` until `done(&collected)` holds and then `quiet` passes with nothing new, or
 /// until `deadline` passes. Several receivers run at once to keep up with the workers.
+///
+/// A message SQS delivers twice (same MessageId) is kept once: that is the emulator's
+/// at-least-once receive, not a row the workers published twice.
 pub async fn drain_until(
     aws: &Aws,
     url: &str,
@@ -293,15 +298,19 @@ pub async fn drain_until(
 ) -> Result<Vec<Received>, BoxError> {
     let start = Instant::now();
     let mut all = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut last_new = Instant::now();
     while start.elapsed() < deadline {
         let batches: Vec<Result<Vec<Received>, BoxError>> =
             futures::future::join_all((0..4).map(|_| receive_some(aws, url, 1))).await;
         let mut got = 0;
         for b in batches {
-            let b = b?;
-            got += b.len();
-            all.extend(b);
+            for m in b? {
+                if seen.insert(m.message_id.clone()) {
+                    got += 1;
+                    all.push(m);
+                }
+            }
         }
         if got > 0 {
             last_new = Instant::now();

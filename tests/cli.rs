@@ -1,0 +1,53 @@
+//! The binary's start-up contract, without AWS: bad configuration stops it with one clear line.
+
+use std::process::Command;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_scanfleet");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(BINARY);
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run scanfleet");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn worker_without_configuration_names_the_missing_key() {
+    let (ok, err) = run(&["worker"], &[]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("control.queue_url") && err.contains("SCANFLEET__CONTROL__QUEUE_URL"), "{err}");
+}
+
+#[test]
+fn invalid_values_are_named_at_start_up() {
+    let base = [
+        ("SCANFLEET__CONTROL__QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SCANFLEET__OUTPUT__QUEUE_URL", "http://127.0.0.1:1/o"),
+        ("SCANFLEET__SCAN__DEFAULT_TABLE", "items"),
+    ];
+    for (key, value, named) in [
+        ("SCANFLEET__WORKER__CONCURRENCY", "zero", "worker.concurrency"),
+        ("SCANFLEET__CONTROL__WAIT_TIME_SECONDS", "60", "control.wait_time_seconds"),
+        ("SCANFLEET__OUTPUT__FORMAT", "csv", "output.format"),
+    ] {
+        let mut env = base.to_vec();
+        env.push((key, value));
+        let (ok, err) = run(&["worker"], &env);
+        assert!(!ok, "{key}={value} accepted");
+        assert!(err.contains(named), "{key}={value}: {err}");
+    }
+    let (ok, err) = run(&["worker", "--config", "/nonexistent.toml"], &base);
+    assert!(!ok && err.contains("--config"), "{err}");
+}
+
+#[test]
+fn enqueue_refuses_an_invalid_job_before_touching_aws() {
+    let env = [("SCANFLEET__CONTROL__QUEUE_URL", "http://127.0.0.1:1/q")];
+    let (ok, err) = run(&["enqueue", "--table", "items", "--segments", "0"], &env);
+    assert!(!ok);
+    assert!(err.contains("total_segments"), "{err}");
+}
