@@ -22,7 +22,12 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { rows: 10_000, segments: 8, workers: 2, limit_of_rows: 1000 };
+    let mut args = Args {
+        rows: 10_000,
+        segments: 8,
+        workers: 2,
+        limit_of_rows: 1000,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -60,7 +65,10 @@ async fn main() -> ExitCode {
 /// The scanfleet binary built beside this example (`target/<profile>/scanfleet`).
 fn scanfleet_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
-    exe.parent().and_then(|examples| examples.parent()).expect("target/<profile>").join("scanfleet")
+    exe.parent()
+        .and_then(|examples| examples.parent())
+        .expect("target/<profile>")
+        .join("scanfleet")
 }
 
 async fn run(args: Args) -> Result<bool, BoxError> {
@@ -70,7 +78,10 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let log_dir = std::env::temp_dir().join(&table);
     std::fs::create_dir_all(&log_dir)?;
 
-    println!("== scanfleet demo: {} rows, {} segments, {} workers", args.rows, args.segments, args.workers);
+    println!(
+        "== scanfleet demo: {} rows, {} segments, {} workers",
+        args.rows, args.segments, args.workers
+    );
     devkit::create_table(&aws, &table).await?;
     let queues = devkit::create_queues(&aws, &table, 3).await?;
     let t = Instant::now();
@@ -79,7 +90,10 @@ async fn run(args: Args) -> Result<bool, BoxError> {
 
     let result = job(&aws, &args, &binary, &table, &queues, &log_dir).await;
     devkit::cleanup(&aws, &table, &queues).await;
-    println!("cleaned up table and queues (worker logs in {})", log_dir.display());
+    println!(
+        "cleaned up table and queues (worker logs in {})",
+        log_dir.display()
+    );
     result
 }
 
@@ -99,7 +113,13 @@ async fn job(
 
     let started = Instant::now();
     let out = Command::new(binary)
-        .args(["enqueue", "--table", table, "--segments", &args.segments.to_string()])
+        .args([
+            "enqueue",
+            "--table",
+            table,
+            "--segments",
+            &args.segments.to_string(),
+        ])
         .args(["--limit-of-rows", &args.limit_of_rows.to_string()])
         .env("SCANFLEET__CONTROL__QUEUE_URL", &queues.control)
         .output()?;
@@ -110,14 +130,21 @@ async fn job(
     println!("enqueued job {job_id}");
 
     let expected = args.rows as usize;
-    let received = devkit::drain_until(aws, &queues.output, Duration::from_secs(600), Duration::from_secs(2), |got| {
-        got.len() >= expected
-    })
+    let received = devkit::drain_until(
+        aws,
+        &queues.output,
+        Duration::from_secs(600),
+        Duration::from_secs(2),
+        |got| got.len() >= expected,
+    )
     .await?;
     let elapsed = started.elapsed();
     let control_left = devkit::queue_depth(aws, &queues.control).await?;
     let dlq = devkit::queue_depth(aws, &queues.dlq).await?;
-    let published: f64 = workers.iter().filter_map(|w| w.metric("scanfleet_rows_published_total", "")).sum();
+    let published: f64 = workers
+        .iter()
+        .filter_map(|w| w.metric("scanfleet_rows_published_total", ""))
+        .sum();
     for w in &workers {
         w.terminate();
     }
@@ -144,11 +171,25 @@ async fn job(
     println!("messages received        {}", received.len());
     println!("distinct keys received   {}", keys.len());
     println!("duplicates               {}", received.len() - keys.len());
-    println!("missing                  {}", table_rows.saturating_sub(keys.len() as u64));
+    println!(
+        "missing                  {}",
+        table_rows.saturating_sub(keys.len() as u64)
+    );
     println!("tasks left / in DLQ      {control_left} / {dlq}");
     println!("workers exited cleanly   {clean_exits} of {}", args.workers);
-    println!("elapsed                  {:.1} s ({:.0} rows/s)", elapsed.as_secs_f64(), received.len() as f64 / elapsed.as_secs_f64());
-    println!("{}", if ok { "RESULT: OK, every row of the table was published" } else { "RESULT: MISMATCH" });
+    println!(
+        "elapsed                  {:.1} s ({:.0} rows/s)",
+        elapsed.as_secs_f64(),
+        received.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "{}",
+        if ok {
+            "RESULT: OK, every row of the table was published"
+        } else {
+            "RESULT: MISMATCH"
+        }
+    );
     Ok(ok)
 }
 

@@ -8,7 +8,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use scanfleet::enqueue::{self, Job};
-use scanfleet::pipeline::Output;
+use scanfleet::pipeline::{Checkpointing, KeySchemas, Output};
+use scanfleet::sqs;
+use std::time::Duration;
+
+/// SQS's default MaximumMessageSize, assumed when the queue's own cannot be read.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
 use scanfleet::settings::Settings;
 use scanfleet::sqs::ControlQueue;
 use scanfleet::worker::{self, Health};
@@ -106,19 +111,37 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
         })?;
     let metrics = telemetry::install_metrics();
     let aws = scanfleet::aws_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let sqs_client = aws_sdk_sqs::Client::new(&aws);
+    let output_url = &settings.output.queue_url;
+    let max_message_bytes = match sqs::max_message_size(&sqs_client, output_url).await {
+        Some(n) => n,
+        None => {
+            tracing::warn!(
+                "could not read the output queue's MaximumMessageSize; assuming SQS's default of {DEFAULT_MAX_MESSAGE_BYTES} bytes"
+            );
+            DEFAULT_MAX_MESSAGE_BYTES
+        }
+    };
+    let oversize = &settings.output.oversize_queue_url;
     let output = Output {
         dynamodb: aws_sdk_dynamodb::Client::new(&aws),
-        sqs: sqs.clone(),
-        queue_url: settings.output.queue_url.clone(),
+        sqs: sqs_client.clone(),
+        queue_url: output_url.clone(),
         format: settings.output.format,
         max_batch_bytes: settings.output.max_batch_bytes as usize,
+        max_message_bytes,
+        oversize_queue_url: (!oversize.is_empty()).then(|| oversize.clone()),
         in_flight: Arc::new(Semaphore::new(
             settings.output.max_in_flight_batches as usize,
         )),
+        checkpointing: Checkpointing {
+            rows: settings.worker.checkpoint_rows,
+            every: Duration::from_secs(settings.worker.checkpoint_seconds),
+        },
+        key_schemas: KeySchemas::default(),
     };
     let control = ControlQueue {
-        client: sqs,
+        client: sqs_client,
         url: settings.control.queue_url.clone(),
     };
 

@@ -1,20 +1,31 @@
-//! One segment, end to end: a scanner reads pages while a publisher sends the previous ones.
+//! One chunk of a segment, end to end: a scanner reads pages while a publisher sends the
+//! previous ones.
 //!
 //! The two halves are joined by a small bounded channel, so scanning runs ahead of publishing
 //! by at most [`PAGES_AHEAD`] pages (back-pressure, not buffering): memory is bounded by the page
 //! size and the number of batches in flight, never by the size of the segment.
+//!
+//! A run ends at a *checkpoint* (a page boundary after `worker.checkpoint_rows` rows or
+//! `worker.checkpoint_seconds`, or when asked to stop) once every row so far was accepted by
+//! SQS, and reports the key the rest of the segment starts from. The worker turns that into a
+//! continuation task, so a crash repeats at most one chunk.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::operation::scan::ScanError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batcher, TooLarge};
-use crate::item::{self, Item};
+use crate::item;
+pub use crate::item::Item;
 use crate::settings::OutputFormat;
 use crate::sqs::{self, SendError};
 use crate::task::Task;
@@ -23,6 +34,15 @@ use crate::telemetry;
 /// Pages the scanner may read ahead of the publisher.
 const PAGES_AHEAD: usize = 2;
 
+type HttpResponse = aws_smithy_runtime_api::http::Response;
+
+/// When a chunk ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpointing {
+    pub rows: u64,
+    pub every: Duration,
+}
+
 /// Everything a segment run needs; shared by all tasks of a worker.
 pub struct Output {
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -30,34 +50,116 @@ pub struct Output {
     pub queue_url: String,
     pub format: OutputFormat,
     pub max_batch_bytes: usize,
+    /// Largest message the output queue accepts (its `MaximumMessageSize`).
+    pub max_message_bytes: usize,
+    /// Where rows too large for the output queue go, if anywhere.
+    pub oversize_queue_url: Option<String>,
     /// `output.max_in_flight_batches` permits, shared by every task of the worker.
     pub in_flight: Arc<Semaphore>,
+    pub checkpointing: Checkpointing,
+    pub key_schemas: KeySchemas,
+}
+
+/// Primary-key attribute names per table, read once with DescribeTable.
+#[derive(Default)]
+pub struct KeySchemas(Mutex<HashMap<String, Arc<[String]>>>);
+
+impl KeySchemas {
+    async fn get(
+        &self,
+        client: &aws_sdk_dynamodb::Client,
+        table: &str,
+    ) -> Result<Arc<[String]>, SdkError<DescribeTableError, HttpResponse>> {
+        if let Some(k) = self.0.lock().expect("not poisoned").get(table) {
+            return Ok(k.clone());
+        }
+        let out = client.describe_table().table_name(table).send().await?;
+        let mut names: Vec<String> = out
+            .table
+            .and_then(|t| t.key_schema)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| k.attribute_name)
+            .collect();
+        names.sort();
+        let names: Arc<[String]> = names.into();
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .insert(table.to_owned(), names.clone());
+        Ok(names)
+    }
+}
+
+/// How a run ended; every row it read before that point was accepted by SQS.
+#[derive(Debug, Clone, PartialEq)]
+pub enum End {
+    /// The segment is done.
+    Finished,
+    /// The segment goes on from this key (a page's `LastEvaluatedKey`).
+    Checkpoint(Item),
+    /// Asked to stop before any row was read: nothing to record, hand the task back.
+    NothingDone,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub rows: u64,
+    pub end: End,
 }
 
 /// Why a segment could not be completed.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
+    #[error("reading the table's key schema failed: {0}")]
+    Describe(#[from] SdkError<DescribeTableError, HttpResponse>),
     #[error("scanning table failed: {0}")]
-    Scan(#[from] SdkError<ScanError, aws_smithy_runtime_api::http::Response>),
+    Scan(#[from] SdkError<ScanError, HttpResponse>),
     #[error("row could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(
+        "row {key} is {size} bytes as a message, more than the output queue accepts ({max}); set output.oversize_queue_url to divert such rows"
+    )]
+    Oversize {
+        key: String,
+        size: usize,
+        max: usize,
+    },
     #[error("row cannot be sent: {0}")]
     TooLarge(#[from] TooLarge),
     #[error("publishing rows failed: {0}")]
     Publish(#[from] SendError),
+    #[error("sending an oversize row to output.oversize_queue_url failed: {0}")]
+    OversizeQueue(
+        #[from] SdkError<aws_sdk_sqs::operation::send_message::SendMessageError, HttpResponse>,
+    ),
 }
 
-/// Scans the task's segment and publishes every row; returns the number of rows published.
-/// Returns only after every row was accepted by SQS (or with the first error).
-pub async fn run_segment(out: &Output, task: &Task) -> Result<u64, SegmentError> {
+/// One scanned page and where the next one starts (`None`: the segment ends here).
+struct Page {
+    items: Vec<Item>,
+    next: Option<Item>,
+}
+
+/// Scans the task's segment from its start key and publishes every row until the segment ends
+/// or a checkpoint is due. `stop` asks for a checkpoint at the next page boundary.
+pub async fn run_segment(
+    out: &Output,
+    task: &Task,
+    stop: &CancellationToken,
+) -> Result<Outcome, SegmentError> {
+    let key_names = out.key_schemas.get(&out.dynamodb, &task.table).await?;
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
     // try_join: the first error drops the other half, which stops it (a closed channel ends
     // the scanner; dropping the JoinSet aborts batches still in flight).
-    let ((), rows) = tokio::try_join!(scan(out, task, tx), publish(out, task, rx))?;
-    Ok(rows)
+    let ((), outcome) = tokio::try_join!(
+        scan(out, task, tx),
+        publish(out, task, &key_names, rx, stop)
+    )?;
+    Ok(outcome)
 }
 
-async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Vec<Item>>) -> Result<(), SegmentError> {
+async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), SegmentError> {
     let mut pages = out
         .dynamodb
         .scan()
@@ -66,13 +168,21 @@ async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Vec<Item>>) -> Result<
         .total_segments(task.total_segments)
         .set_limit(task.page_size)
         .set_exclusive_start_key(task.exclusive_start_key.clone())
+        .return_consumed_capacity(ReturnConsumedCapacity::Total)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let items = page?.items.unwrap_or_default();
-        telemetry::page_scanned(items.len());
-        if tx.send(items).await.is_err() {
-            // The publisher is gone: it failed, and its error is the one that matters.
+        let page = page?;
+        let items = page.items.unwrap_or_default();
+        let units = page
+            .consumed_capacity
+            .and_then(|c| c.capacity_units)
+            .unwrap_or(0.0);
+        telemetry::page_scanned(items.len(), units);
+        let next = page.last_evaluated_key.filter(|k| !k.is_empty());
+        if tx.send(Page { items, next }).await.is_err() {
+            // The publisher stopped (checkpoint or error); the pages it did not take are
+            // simply read again by whoever continues the segment.
             break;
         }
     }
@@ -82,22 +192,22 @@ async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Vec<Item>>) -> Result<
 /// Attributes every row of the task carries, built once per task.
 struct RowAttributes {
     map: HashMap<String, MessageAttributeValue>,
-    /// Their size as SQS counts it toward message and batch limits (name + type + value).
+    /// Their size as SQS counts it toward message and batch limits (name + type + value),
+    /// including the per-row `row_id`.
     size: usize,
 }
+
+const ROW_ID: &str = "row_id";
+/// `row_id` is 32 hex digits.
+const ROW_ID_LEN: usize = 32;
 
 impl RowAttributes {
     fn for_task(task: &Task) -> Self {
         let mut map = HashMap::new();
-        let mut size = 0;
+        let mut size = ROW_ID.len() + "String".len() + ROW_ID_LEN;
         let mut add = |name: &str, data_type: &str, value: String| {
             size += name.len() + data_type.len() + value.len();
-            let attr = MessageAttributeValue::builder()
-                .data_type(data_type)
-                .string_value(value)
-                .build()
-                .expect("data type is set");
-            map.insert(name.to_owned(), attr);
+            map.insert(name.to_owned(), string_attribute(data_type, value));
         };
         add("table", "String", task.table.clone());
         add("segment", "Number", task.segment.to_string());
@@ -106,48 +216,177 @@ impl RowAttributes {
         }
         Self { map, size }
     }
+
+    fn for_row(&self, row_id: String) -> HashMap<String, MessageAttributeValue> {
+        let mut map = self.map.clone();
+        map.insert(ROW_ID.to_owned(), string_attribute("String", row_id));
+        map
+    }
+}
+
+fn string_attribute(data_type: &str, value: String) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type(data_type)
+        .string_value(value)
+        .build()
+        .expect("data type is set")
+}
+
+/// A stable id for a row: a 128-bit XXH3 hash of the table name and the row's primary key,
+/// so consumers can drop the duplicates that at-least-once delivery allows.
+pub fn row_id(table: &str, key_names: &[String], row: &Item) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    // Length prefixes keep ("ab","c") and ("a","bc") apart.
+    let mut part = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(table.as_bytes());
+    for name in key_names {
+        part(name.as_bytes());
+        match row.get(name) {
+            Some(AttributeValue::S(s)) => {
+                part(b"S");
+                part(s.as_bytes());
+            }
+            Some(AttributeValue::N(n)) => {
+                part(b"N");
+                part(n.as_bytes());
+            }
+            Some(AttributeValue::B(b)) => {
+                part(b"B");
+                part(b.as_ref());
+            }
+            _ => part(b"-"),
+        }
+    }
+    format!("{:032x}", h.digest128())
+}
+
+/// The row's primary key as DynamoDB JSON, for messages about the row.
+fn key_json(key_names: &[String], row: &Item) -> serde_json::Value {
+    let key: Item = key_names
+        .iter()
+        .filter_map(|n| Some((n.clone(), row.get(n)?.clone())))
+        .collect();
+    item::key_to_json(&key)
 }
 
 async fn publish(
     out: &Output,
     task: &Task,
-    mut rx: mpsc::Receiver<Vec<Item>>,
-) -> Result<u64, SegmentError> {
+    key_names: &[String],
+    mut rx: mpsc::Receiver<Page>,
+    stop: &CancellationToken,
+) -> Result<Outcome, SegmentError> {
     let attrs = RowAttributes::for_task(task);
+    let max_message = out.max_message_bytes.min(out.max_batch_bytes);
     let mut batcher = Batcher::new(out.max_batch_bytes);
     let mut in_flight = JoinSet::new();
+    let started = Instant::now();
     let mut rows = 0u64;
-    while let Some(page) = rx.recv().await {
-        for row in &page {
+    let mut pages = 0u64;
+    // Where the segment goes on after the last page published (`None` after the final page).
+    let mut resume: Option<Item> = None;
+    let end = loop {
+        let page = tokio::select! {
+            biased;
+            // A stop before the first page hands the task back untouched; after a page it
+            // checkpoints at that page. After the final page there is nothing to resume, so
+            // the run finishes instead.
+            () = stop.cancelled(), if pages == 0 || resume.is_some() => {
+                break match resume.take() {
+                    Some(key) => End::Checkpoint(key),
+                    None => End::NothingDone,
+                };
+            }
+            page = rx.recv() => page,
+        };
+        let Some(page) = page else {
+            break End::Finished;
+        };
+        pages += 1;
+        for row in &page.items {
             let body = item::encode(row, out.format)?;
             let size = body.len() + attrs.size;
+            if size > max_message {
+                divert_oversize(out, task, key_names, row, size, max_message).await?;
+                continue;
+            }
             let entry = SendMessageBatchRequestEntry::builder()
                 .id("") // numbered when the batch is closed
                 .message_body(body)
-                .set_message_attributes(Some(attrs.map.clone()))
+                .set_message_attributes(Some(attrs.for_row(row_id(&task.table, key_names, row))))
                 .build()
                 .expect("id and body are set");
             if let Some(batch) = batcher.push(entry, size)? {
-                rows += spawn_send(out, &mut in_flight, batch).await?;
+                spawn_send(out, &mut in_flight, batch).await?;
             }
         }
-    }
+        rows += page.items.len() as u64;
+        resume = page.next;
+        let due = rows >= out.checkpointing.rows
+            || started.elapsed() >= out.checkpointing.every
+            || stop.is_cancelled();
+        if due && let Some(key) = resume.take() {
+            break End::Checkpoint(key);
+        }
+    };
+    // Stop the scanner now rather than after the last batch: it may be blocked on a full channel.
+    drop(rx);
     if let Some(batch) = batcher.take() {
-        rows += spawn_send(out, &mut in_flight, batch).await?;
+        spawn_send(out, &mut in_flight, batch).await?;
     }
     while let Some(done) = in_flight.join_next().await {
         done.expect("batch sends do not panic")?;
     }
-    Ok(rows)
+    Ok(Outcome { rows, end })
 }
 
-/// Starts sending one batch once an in-flight permit is free; returns its row count.
+/// A row too large for the output queue: recorded on the oversize queue if there is one,
+/// otherwise the task fails with an error naming the row. Never dropped silently.
+async fn divert_oversize(
+    out: &Output,
+    task: &Task,
+    key_names: &[String],
+    row: &Item,
+    size: usize,
+    max: usize,
+) -> Result<(), SegmentError> {
+    let key = key_json(key_names, row);
+    let Some(url) = &out.oversize_queue_url else {
+        telemetry::row_oversize(&task.table, &key, size, false);
+        return Err(SegmentError::Oversize {
+            key: key.to_string(),
+            size,
+            max,
+        });
+    };
+    let record = serde_json::json!({
+        "table": task.table,
+        "segment": task.segment,
+        "job_id": task.job_id,
+        "key": key,
+        "size": size,
+        "reason": format!("message of {size} bytes exceeds the output queue's limit of {max} bytes"),
+    });
+    out.sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(record.to_string())
+        .send()
+        .await?;
+    telemetry::row_oversize(&task.table, &key, size, true);
+    Ok(())
+}
+
+/// Starts sending one batch once an in-flight permit is free.
 /// Surfaces the error of any batch that already finished, so a failure stops the task early.
 async fn spawn_send(
     out: &Output,
     in_flight: &mut JoinSet<Result<(), SendError>>,
     mut batch: Vec<SendMessageBatchRequestEntry>,
-) -> Result<u64, SegmentError> {
+) -> Result<(), SegmentError> {
     while let Some(done) = in_flight.try_join_next() {
         done.expect("batch sends do not panic")?;
     }
@@ -160,15 +399,47 @@ async fn spawn_send(
     for (i, entry) in batch.iter_mut().enumerate() {
         entry.id = i.to_string();
     }
-    let rows = batch.len() as u64;
     let (client, url) = (out.sqs.clone(), out.queue_url.clone());
     in_flight.spawn(async move {
+        let rows = batch.len();
         let result = sqs::send_batch(&client, &url, batch).await;
         drop(permit);
         if result.is_ok() {
-            telemetry::rows_published(rows as usize);
+            telemetry::rows_published(rows);
         }
         result
     });
-    Ok(rows)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pk: &str, sk: &str) -> Item {
+        HashMap::from([
+            ("PK".to_owned(), AttributeValue::S(pk.into())),
+            ("SK".to_owned(), AttributeValue::S(sk.into())),
+            ("other".to_owned(), AttributeValue::N("1".into())),
+        ])
+    }
+
+    #[test]
+    fn row_id_is_stable_and_depends_on_table_and_key_only() {
+        let keys = ["PK".to_owned(), "SK".to_owned()];
+        let a = row_id("t", &keys, &row("a", "1"));
+        assert_eq!(a.len(), ROW_ID_LEN);
+        let mut changed_other = row("a", "1");
+        changed_other.insert("other".into(), AttributeValue::N("2".into()));
+        assert_eq!(row_id("t", &keys, &changed_other), a);
+        assert_ne!(row_id("t2", &keys, &row("a", "1")), a);
+        assert_ne!(row_id("t", &keys, &row("a", "2")), a);
+        // Length-prefixed parts: moving a character between attributes changes the id.
+        assert_ne!(
+            row_id("t", &keys, &row("ab", "c")),
+            row_id("t", &keys, &row("a", "bc"))
+        );
+        // Fixed value: the id must not change between releases, consumers store it.
+        assert_eq!(a, row_id("t", &keys, &row("a", "1")));
+    }
 }

@@ -70,6 +70,8 @@ pub struct OutputSettings {
     pub max_in_flight_batches: u32,
     /// Upper bound on the summed message sizes of one SendMessageBatch call.
     pub max_batch_bytes: u32,
+    /// Queue for rows too large for the output queue; empty: such rows fail their task.
+    pub oversize_queue_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +97,10 @@ pub struct WorkerSettings {
     pub concurrency: u32,
     /// How long in-flight tasks may run on after SIGTERM/SIGINT before they are handed back.
     pub drain_timeout_seconds: u32,
+    /// Rows after which a chunk ends with a checkpoint (continuation task).
+    pub checkpoint_rows: u64,
+    /// Seconds after which a chunk ends with a checkpoint, whichever comes first.
+    pub checkpoint_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,6 +237,19 @@ impl Settings {
                 "worker.drain_timeout_seconds",
                 "must be at least 1",
             ));
+        }
+        if self.worker.checkpoint_rows == 0 {
+            return Err(invalid("worker.checkpoint_rows", "must be at least 1"));
+        }
+        // SQS caps a message's visibility at 12 hours; a chunk must end well before that.
+        if !(1..=6 * 3600).contains(&self.worker.checkpoint_seconds) {
+            return Err(invalid(
+                "worker.checkpoint_seconds",
+                format!("must be 1..=21600, got {}", self.worker.checkpoint_seconds),
+            ));
+        }
+        if !self.output.oversize_queue_url.is_empty() {
+            require_url("output.oversize_queue_url", &self.output.oversize_queue_url)?;
         }
         Ok(())
     }
@@ -381,6 +400,21 @@ mod tests {
                 "SCANFLEET__WORKER__DRAIN_TIMEOUT_SECONDS",
                 "0",
                 "worker.drain_timeout_seconds",
+            ),
+            (
+                "SCANFLEET__WORKER__CHECKPOINT_ROWS",
+                "0",
+                "worker.checkpoint_rows",
+            ),
+            (
+                "SCANFLEET__WORKER__CHECKPOINT_SECONDS",
+                "86400",
+                "worker.checkpoint_seconds",
+            ),
+            (
+                "SCANFLEET__OUTPUT__OVERSIZE_QUEUE_URL",
+                "queue",
+                "output.oversize_queue_url",
             ),
         ] {
             let e = error_for(&[(var, value)]);

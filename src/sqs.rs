@@ -100,6 +100,7 @@ pub type ReceiveError = SdkError<aws_sdk_sqs::operation::receive_message::Receiv
 pub type VisibilityError =
     SdkError<aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError>;
 pub type DeleteError = SdkError<aws_sdk_sqs::operation::delete_message::DeleteMessageError>;
+pub type SendMessageError = SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>;
 
 impl ControlQueue {
     pub async fn receive(
@@ -138,6 +139,18 @@ impl ControlQueue {
         Ok(())
     }
 
+    /// Puts a task on the control queue (a continuation).
+    pub async fn send(&self, task: &crate::task::TaskMessage) -> Result<(), SendMessageError> {
+        let body = serde_json::to_string(task).expect("task messages always serialize");
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete(&self, receipt: &str) -> Result<(), DeleteError> {
         self.client
             .delete_message()
@@ -171,4 +184,19 @@ pub fn receive_count(message: &Message) -> u32 {
         .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
+}
+
+/// The queue's `MaximumMessageSize`, or `None` if it cannot be read.
+pub async fn max_message_size(client: &Client, url: &str) -> Option<usize> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+        .send()
+        .await
+        .ok()?;
+    out.attributes()?
+        .get(&aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)?
+        .parse()
+        .ok()
 }

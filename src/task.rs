@@ -65,6 +65,13 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::Malformed,
+        RejectReason::OutOfRange,
+        RejectReason::TableNotAllowed,
+        RejectReason::BadStartKey,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             RejectReason::Malformed => "malformed",

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::{LogFormat, LogSettings};
-use crate::task::{Rejection, Task};
+use crate::task::{RejectReason, Rejection, Task};
 
 /// Metric names: part of the public contract (dashboards and alerts use them).
 pub mod names {
@@ -30,6 +30,9 @@ pub mod names {
     pub const HEARTBEATS: &str = "scanfleet_heartbeats_total";
     pub const HEARTBEAT_ERRORS: &str = "scanfleet_heartbeat_errors_total";
     pub const ACK_ERRORS: &str = "scanfleet_ack_errors_total";
+    pub const CHECKPOINTS: &str = "scanfleet_checkpoints_total";
+    pub const ROWS_OVERSIZE: &str = "scanfleet_rows_oversize_total";
+    pub const READ_CAPACITY: &str = "scanfleet_read_capacity_units_total";
 }
 
 /// Installs the Prometheus recorder and describes every metric.
@@ -88,6 +91,18 @@ pub fn install_metrics() -> PrometheusHandle {
         "Failed visibility extensions of running tasks."
     );
     describe_counter!(ACK_ERRORS, "Failed deletes or releases of task messages.");
+    describe_counter!(
+        CHECKPOINTS,
+        "Chunks ended by a checkpoint: continuation task sent, task deleted."
+    );
+    describe_counter!(
+        ROWS_OVERSIZE,
+        "Rows too large for the output queue, by whether they were diverted."
+    );
+    describe_gauge!(
+        READ_CAPACITY,
+        "Read capacity units consumed by scans (only ever grows; a gauge because units are fractional)."
+    );
     // Zero-initialise the counters a dashboard divides by, so they exist before the first task.
     for name in [
         TASKS_RECEIVED,
@@ -99,7 +114,12 @@ pub fn install_metrics() -> PrometheusHandle {
     ] {
         counter!(name).increment(0);
     }
+    for reason in RejectReason::ALL {
+        counter!(TASKS_REJECTED, "reason" => reason.label()).increment(0);
+    }
+    counter!(CHECKPOINTS).increment(0);
     gauge!(TASKS_IN_FLIGHT).set(0.0);
+    gauge!(READ_CAPACITY).set(0.0);
     handle
 }
 
@@ -185,8 +205,9 @@ pub fn task_handed_back(message_id: &str, task: &Task) {
     warn!(message_id, table = %task.table, segment = task.segment, "shutdown: task handed back unfinished");
 }
 
-pub fn page_scanned(rows: usize) {
+pub fn page_scanned(rows: usize, capacity_units: f64) {
     counter!(names::SCAN_PAGES).increment(1);
+    gauge!(names::READ_CAPACITY).increment(capacity_units);
     counter!(names::ROWS_SCANNED).increment(rows as u64);
 }
 
@@ -221,4 +242,24 @@ pub fn heartbeat(ok: Result<(), &dyn std::error::Error>, message_id: &str) {
 pub fn ack_failed(message_id: &str, action: &'static str, err: &dyn std::error::Error) {
     counter!(names::ACK_ERRORS, "action" => action).increment(1);
     error!(message_id, action, error = %crate::error_chain(err), "task message could not be updated");
+}
+
+pub fn task_checkpointed(message_id: &str, task: &Task, rows: u64, elapsed: Duration) {
+    counter!(names::CHECKPOINTS).increment(1);
+    histogram!(names::TASK_DURATION).record(elapsed.as_secs_f64());
+    info!(
+        message_id,
+        table = %task.table,
+        segment = task.segment,
+        chunk = task.chunk,
+        rows,
+        seconds = elapsed.as_secs_f64(),
+        "chunk checkpointed; continuation task sent"
+    );
+}
+
+pub fn row_oversize(table: &str, key: &serde_json::Value, size: usize, diverted: bool) {
+    let outcome = if diverted { "diverted" } else { "failed" };
+    counter!(names::ROWS_OVERSIZE, "outcome" => outcome).increment(1);
+    warn!(table, key = %key, size, outcome, "row too large for the output queue");
 }

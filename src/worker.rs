@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::pipeline::{self, Output};
+use crate::pipeline::{self, End, Output};
 use crate::retry;
 use crate::settings::{ScanSettings, Settings};
 use crate::sqs::{self, ControlQueue};
@@ -32,12 +32,16 @@ struct Shared {
     output: Output,
     scan: ScanSettings,
     visibility: Duration,
-    /// Fires when the drain timeout has passed: running tasks stop and are handed back.
+    /// Fires on SIGTERM: running tasks checkpoint at their next page boundary.
+    drain: CancellationToken,
+    /// Fires when the drain timeout has passed: tasks still running stop where they are and
+    /// are handed back whole.
     hard_stop: CancellationToken,
 }
 
-/// Runs until `shutdown` fires, then drains: in-flight tasks get `worker.drain_timeout_seconds`
-/// to finish, the rest are handed back (visibility 0). Returns once every task has ended.
+/// Runs until `shutdown` fires, then drains: each in-flight task finishes the page in hand,
+/// checkpoints (continuation + delete) and ends; whatever is still running after
+/// `worker.drain_timeout_seconds` is handed back (visibility 0). Returns once every task ended.
 pub async fn run(
     settings: &Settings,
     control: ControlQueue,
@@ -50,6 +54,7 @@ pub async fn run(
         output,
         scan: settings.scan.clone(),
         visibility: Duration::from_secs(settings.control.visibility_timeout_seconds.into()),
+        drain: shutdown.clone(),
         hard_stop: CancellationToken::new(),
     });
     if shared.control.has_redrive_policy().await == Some(false) {
@@ -79,7 +84,8 @@ pub async fn run(
             }
         }
         // The long poll is not raced against shutdown: abandoning it could drop messages SQS
-        // already handed us, leaving them invisible for a whole visibility timeout.
+        // already handed us, leaving them invisible for a whole visibility timeout. Messages
+        // it returns after shutdown are handed straight back.
         match shared
             .control
             .receive(permits.len(), wait, shared.visibility)
@@ -117,7 +123,7 @@ pub async fn run(
     info!(
         tasks = tracker.len(),
         drain_seconds = drain.as_secs(),
-        "shutting down: draining tasks"
+        "shutting down: checkpointing in-flight tasks"
     );
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         shared.hard_stop.cancel();
@@ -128,16 +134,9 @@ pub async fn run(
 
 /// Makes a message visible again at once, for another worker.
 async fn hand_back(control: &ControlQueue, message: &Message) {
-    let (id, receipt) = (
-        message.message_id().unwrap_or_default(),
-        message.receipt_handle().unwrap_or_default(),
-    );
+    let id = message.message_id().unwrap_or_default();
+    let receipt = message.receipt_handle().unwrap_or_default();
     release(control, id, receipt, Duration::ZERO).await;
-}
-
-enum Outcome {
-    Done(Result<u64, pipeline::SegmentError>),
-    Stopped,
 }
 
 async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphorePermit) {
@@ -153,49 +152,90 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
             telemetry::task_rejected(&id, receive_count, &rejection);
             // Not deleted: released after a short, growing delay so the queue's redrive policy
             // moves it to the dead-letter queue after maxReceiveCount receives.
-            release(
-                &shared.control,
-                &id,
-                &receipt,
-                retry::release_delay(receive_count),
-            )
-            .await;
+            let delay = retry::release_delay(receive_count);
+            release(&shared.control, &id, &receipt, delay).await;
             return;
         }
     };
 
     telemetry::task_started(&id, &task);
-    let outcome = with_heartbeat(&shared, &id, &receipt, &task).await;
-    match outcome {
-        Outcome::Done(Ok(rows)) => match shared.control.delete(&receipt).await {
-            Ok(()) => telemetry::task_completed(&id, &task, rows, started.elapsed()),
-            // The rows are out; the task will be redelivered and repeated (at-least-once).
-            Err(e) => telemetry::ack_failed(&id, "delete", &e),
+    match with_heartbeat(&shared, &id, &receipt, &task).await {
+        None => {
+            telemetry::task_handed_back(&id, &task);
+            release(&shared.control, &id, &receipt, Duration::ZERO).await;
+        }
+        Some(Ok(outcome)) => match outcome.end {
+            End::Finished => match shared.control.delete(&receipt).await {
+                Ok(()) => telemetry::task_completed(&id, &task, outcome.rows, started.elapsed()),
+                // The rows are out; the task will be redelivered and its chunk repeated.
+                Err(e) => telemetry::ack_failed(&id, "delete", &e),
+            },
+            End::Checkpoint(next) => {
+                checkpoint(&shared, &id, &receipt, &task, next, outcome.rows, started).await
+            }
+            End::NothingDone => {
+                telemetry::task_handed_back(&id, &task);
+                release(&shared.control, &id, &receipt, Duration::ZERO).await;
+            }
         },
-        Outcome::Done(Err(e)) => {
+        Some(Err(e)) => {
             let delay = retry::release_delay(receive_count);
             telemetry::task_failed(&id, &task, &e, delay);
             release(&shared.control, &id, &receipt, delay).await;
-        }
-        Outcome::Stopped => {
-            telemetry::task_handed_back(&id, &task);
-            release(&shared.control, &id, &receipt, Duration::ZERO).await;
         }
     }
     telemetry::task_ended();
 }
 
-/// Runs the segment while extending the task's visibility every third of the timeout, so it
-/// is never handed to a second worker while this one is still on it.
-async fn with_heartbeat(shared: &Shared, id: &str, receipt: &str, task: &Task) -> Outcome {
-    let work = pipeline::run_segment(&shared.output, task);
+/// Records the position reached: sends the continuation task, *then* deletes this one.
+///
+/// The order is what makes this lossless: if the worker dies between the two calls, both
+/// tasks exist and the chunk is repeated (a duplicate, never a gap). Deleting first would
+/// open a window in which a crash loses the rest of the segment.
+async fn checkpoint(
+    shared: &Shared,
+    id: &str,
+    receipt: &str,
+    task: &Task,
+    next: pipeline::Item,
+    rows: u64,
+    started: Instant,
+) {
+    let continuation = Task {
+        exclusive_start_key: Some(next),
+        chunk: task.chunk + 1,
+        ..task.clone()
+    };
+    if let Err(e) = shared.control.send(&continuation.to_message()).await {
+        // Without the continuation the task must stay: release it so the chunk is redone.
+        let delay = retry::release_delay(1);
+        telemetry::task_failed(id, task, &e, delay);
+        release(&shared.control, id, receipt, delay).await;
+        return;
+    }
+    match shared.control.delete(receipt).await {
+        Ok(()) => telemetry::task_checkpointed(id, task, rows, started.elapsed()),
+        Err(e) => telemetry::ack_failed(id, "delete", &e),
+    }
+}
+
+/// Runs the chunk while extending the task's visibility every third of the timeout, so it
+/// is never handed to a second worker while this one is still on it. `None`: stopped hard
+/// (drain timeout passed) with nothing recorded.
+async fn with_heartbeat(
+    shared: &Shared,
+    id: &str,
+    receipt: &str,
+    task: &Task,
+) -> Option<Result<pipeline::Outcome, pipeline::SegmentError>> {
+    let work = pipeline::run_segment(&shared.output, task, &shared.drain);
     tokio::pin!(work);
     let period = shared.visibility / 3;
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
-            result = &mut work => return Outcome::Done(result),
-            () = shared.hard_stop.cancelled() => return Outcome::Stopped,
+            result = &mut work => return Some(result),
+            () = shared.hard_stop.cancelled() => return None,
             _ = beat.tick() => {
                 let r = shared.control.set_visibility(receipt, shared.visibility).await;
                 telemetry::heartbeat(r.as_ref().map(|_| ()).map_err(|e| e as &dyn std::error::Error), id);

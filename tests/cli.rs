@@ -6,12 +6,17 @@ const BINARY: &str = env!("CARGO_BIN_EXE_scanfleet");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(BINARY);
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run scanfleet");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -19,7 +24,10 @@ fn worker_without_configuration_names_the_missing_key() {
     let (ok, err) = run(&["worker"], &[]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("control.queue_url") && err.contains("SCANFLEET__CONTROL__QUEUE_URL"), "{err}");
+    assert!(
+        err.contains("control.queue_url") && err.contains("SCANFLEET__CONTROL__QUEUE_URL"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -30,8 +38,16 @@ fn invalid_values_are_named_at_start_up() {
         ("SCANFLEET__SCAN__DEFAULT_TABLE", "items"),
     ];
     for (key, value, named) in [
-        ("SCANFLEET__WORKER__CONCURRENCY", "zero", "worker.concurrency"),
-        ("SCANFLEET__CONTROL__WAIT_TIME_SECONDS", "60", "control.wait_time_seconds"),
+        (
+            "SCANFLEET__WORKER__CONCURRENCY",
+            "zero",
+            "worker.concurrency",
+        ),
+        (
+            "SCANFLEET__CONTROL__WAIT_TIME_SECONDS",
+            "60",
+            "control.wait_time_seconds",
+        ),
         ("SCANFLEET__OUTPUT__FORMAT", "csv", "output.format"),
     ] {
         let mut env = base.to_vec();
