@@ -1,4 +1,4 @@
-.PHONY: demo test lint
+.PHONY: demo test lint bench
 # Run the whole job locally on the emulator and print a summary.
 demo:
 	scripts/demo.sh
@@ -8,3 +8,7 @@ test:
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+# The benchmark: scanfleet vs. the Python peer, and a scaling series (see docs/BENCHMARKS.md).
+# Pass flags with ARGS, e.g. make bench ARGS="--rows 20000 --no-peer".
+bench:
+	scripts/bench.sh $(ARGS)

@@ -13,7 +13,7 @@ cleanup() { for e in $running; do scripts/emulator.sh stop "$e" || true; done; }
 trap cleanup EXIT
 
 echo "== unit tests and CLI tests"
-cargo test --locked --lib --bins --test cli
+cargo test --locked --no-fail-fast --lib --bins --test cli --test mocks
 
 for emulator in $emulators; do
   echo "== integration tests on $emulator"
@@ -23,7 +23,7 @@ for emulator in $emulators; do
   env AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN= AWS_PROFILE= \
     SCANFLEET_TEST_EMULATOR="$emulator" \
-    cargo test --locked --test emulator
+    cargo test --locked --no-fail-fast --test emulator --test faults
   scripts/emulator.sh stop "$emulator"
   running=${running/ $emulator/}
 done

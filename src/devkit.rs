@@ -434,3 +434,129 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_owned()))
 }
+
+/// A TCP proxy between workers and the emulator, for tests and the benchmark: it can add
+/// latency to every request (like the network distance to real AWS) and can cut every
+/// connection and refuse new ones for a while (an outage).
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyState {
+    upstream: std::net::SocketAddr,
+    latency: Duration,
+    blocked: std::sync::atomic::AtomicBool,
+    /// Cancelled (and replaced) to cut every open connection at once.
+    cut: std::sync::Mutex<tokio_util::sync::CancellationToken>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards to `upstream`, delaying data towards the
+    /// upstream by `latency` (each chunk keeps its own arrival time, so a stream is delayed,
+    /// not slowed down).
+    pub async fn start(upstream: std::net::SocketAddr, latency: Duration) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = std::sync::Arc::new(ProxyState {
+            upstream,
+            latency,
+            blocked: false.into(),
+            cut: std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()),
+        });
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if st.blocked.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client); // refused: closed at once
+                    continue;
+                }
+                let cut = st.cut.lock().expect("not poisoned").clone();
+                tokio::spawn(forward(client, st.upstream, st.latency, cut));
+            }
+        });
+        Ok(Self {
+            addr,
+            state,
+            accept,
+        })
+    }
+
+    /// `http://addr`, for `AWS_ENDPOINT_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cuts every open connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.state
+            .blocked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut token = self.state.cut.lock().expect("not poisoned");
+        token.cancel();
+        *token = tokio_util::sync::CancellationToken::new();
+    }
+
+    pub fn restore(&self) {
+        self.state
+            .blocked
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.state.cut.lock().expect("not poisoned").cancel();
+    }
+}
+
+async fn forward(
+    client: tokio::net::TcpStream,
+    upstream: std::net::SocketAddr,
+    latency: Duration,
+    cut: tokio_util::sync::CancellationToken,
+) {
+    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::select! {
+        _ = delayed_copy(client_read, server_write, latency) => {}
+        _ = delayed_copy(server_read, client_write, Duration::ZERO) => {}
+        () = cut.cancelled() => {}
+    }
+}
+
+/// Copies `from` to `to`, writing each chunk `delay` after it was read.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            to.write_all(&chunk).await?;
+        }
+        to.shutdown().await
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            let _ = tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
+        }
+    };
+    let (r, w) = tokio::join!(reader, writer);
+    r.and(w)
+}

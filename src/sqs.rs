@@ -13,7 +13,7 @@ use crate::telemetry;
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("SendMessageBatch failed: {0}")]
-    Call(#[from] SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError>),
+    Call(Box<SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError>>),
     #[error("SQS refused entry {id} ({code}): {message}")]
     Refused {
         id: String,
@@ -26,6 +26,16 @@ pub enum SendError {
         code: String,
         message: String,
     },
+}
+
+impl From<SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError>>
+    for SendError
+{
+    fn from(
+        e: SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError>,
+    ) -> Self {
+        SendError::Call(Box::new(e))
+    }
 }
 
 /// Sends one batch (≤ 10 entries), retrying failed entries and transient errors with backoff.

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmark (not a test). Builds the release binary, installs the emulator
+# and the Python peer's venv if needed, runs examples/bench.rs, and appends the results to
+# docs/BENCHMARKS.md. Arguments go to the bench, e.g. `scripts/bench.sh --rows 20000 --no-peer`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked --release --bin scanfleet --example bench
+if [[ ! -x .venv/peer/bin/python ]] || ! cmp -s bench/requirements.txt .venv/peer/.installed; then
+  rm -rf .venv/peer
+  python3 -m venv .venv/peer
+  .venv/peer/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+  cp bench/requirements.txt .venv/peer/.installed
+fi
+url=$(scripts/emulator.sh start ministack)
+trap 'scripts/emulator.sh stop ministack' EXIT
+env AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN= AWS_PROFILE= \
+  BENCH_EMULATOR_PID="$(cat .run/ministack.pid)" \
+  target/release/examples/bench --record docs/BENCHMARKS.md "$@"

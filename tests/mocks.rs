@@ -1,0 +1,313 @@
+//! What the emulators cannot do: throttle, fail some entries of a batch. Scripted with
+//! aws-smithy-mocks against the real SDK clients (no hand-written fake of SQS or DynamoDB).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+use aws_sdk_dynamodb::operation::scan::ScanOutput;
+use aws_sdk_dynamodb::types::{AttributeValue, KeySchemaElement, KeyType, TableDescription};
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, SendMessageBatchRequestEntry, SendMessageBatchResultEntry,
+};
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use aws_smithy_types::retry::RetryConfig;
+use scanfleet::pipeline::{self, Checkpointing, End, KeySchemas, Output};
+use scanfleet::settings::OutputFormat;
+use scanfleet::sqs::{self, SendError};
+use scanfleet::task::Task;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+fn entries(n: usize) -> Vec<SendMessageBatchRequestEntry> {
+    (0..n)
+        .map(|i| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(format!("row {i}"))
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn ok_entry(id: &str) -> SendMessageBatchResultEntry {
+    SendMessageBatchResultEntry::builder()
+        .id(id)
+        .message_id(format!("m-{id}"))
+        .md5_of_message_body("-")
+        .build()
+        .unwrap()
+}
+
+fn failed_entry(id: &str, sender_fault: bool, code: &str) -> BatchResultErrorEntry {
+    BatchResultErrorEntry::builder()
+        .id(id)
+        .sender_fault(sender_fault)
+        .code(code)
+        .message("scripted failure")
+        .build()
+        .unwrap()
+}
+
+/// Accepts every entry of the request it answers.
+fn accept_all(
+    req: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchInput,
+) -> SendMessageBatchOutput {
+    let ok: Vec<_> = req.entries().iter().map(|e| ok_entry(e.id())).collect();
+    SendMessageBatchOutput::builder()
+        .set_successful(Some(ok))
+        .set_failed(Some(vec![]))
+        .build()
+        .unwrap()
+}
+
+/// SDK retries off, so the paths under test are scanfleet's own.
+fn no_sdk_retries(c: aws_sdk_sqs::config::Builder) -> aws_sdk_sqs::config::Builder {
+    c.retry_config(RetryConfig::disabled())
+}
+
+#[tokio::test]
+async fn a_partially_failed_batch_resends_only_the_failed_entries() {
+    let first = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .match_requests(|r| r.entries().len() == 10)
+        .then_output(|| {
+            let ok = (0..8).map(|i| ok_entry(&i.to_string())).collect();
+            let failed = vec![
+                failed_entry("8", false, "InternalError"),
+                failed_entry("9", false, "InternalError"),
+            ];
+            SendMessageBatchOutput::builder()
+                .set_successful(Some(ok))
+                .set_failed(Some(failed))
+                .build()
+                .unwrap()
+        });
+    let resend = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .match_requests(|r| {
+            let ids: Vec<&str> = r.entries().iter().map(|e| e.id()).collect();
+            ids == ["8", "9"]
+        })
+        .then_compute_output(accept_all);
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::Sequential,
+        [&first, &resend],
+        no_sdk_retries
+    );
+    sqs::send_batch(&client, "q", entries(10))
+        .await
+        .expect("all entries accepted in the end");
+    assert_eq!(first.num_calls(), 1);
+    assert_eq!(resend.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_throttled_batch_is_retried_with_backoff() {
+    let rule = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .sequence()
+        .http_status(503, None)
+        .times(2)
+        .http_status(
+            400,
+            Some(r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"slow down"}"#.into()),
+        )
+        .build();
+    let accept = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::Sequential,
+        [&rule, &accept],
+        no_sdk_retries
+    );
+    sqs::send_batch(&client, "q", entries(3))
+        .await
+        .expect("accepted after retries");
+    assert_eq!(rule.num_calls(), 3);
+    assert_eq!(accept.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_entry_sqs_blames_on_the_sender_fails_at_once() {
+    let rule = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(vec![ok_entry("0")]))
+            .set_failed(Some(vec![failed_entry(
+                "1",
+                true,
+                "InvalidMessageContents",
+            )]))
+            .build()
+            .unwrap()
+    });
+    let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rule], no_sdk_retries);
+    let err = sqs::send_batch(&client, "q", entries(2)).await.unwrap_err();
+    assert!(
+        matches!(err, SendError::Refused { ref code, .. } if code == "InvalidMessageContents"),
+        "{err}"
+    );
+    assert_eq!(rule.num_calls(), 1, "a sender fault must not be retried");
+}
+
+#[tokio::test]
+async fn a_permanent_error_is_not_retried() {
+    let rule = mock!(aws_sdk_sqs::Client::send_message_batch).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+            aws_smithy_types::body::SdkBody::from(
+                r#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"no such queue"}"#,
+            ),
+        )
+    });
+    let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rule], no_sdk_retries);
+    let err = sqs::send_batch(&client, "q", entries(2)).await.unwrap_err();
+    assert!(matches!(err, SendError::Call(_)), "{err}");
+    assert_eq!(rule.num_calls(), 1);
+}
+
+fn row(n: u32) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("PK".to_owned(), AttributeValue::S(format!("k{n}"))),
+        ("n".to_owned(), AttributeValue::N(n.to_string())),
+    ])
+}
+
+fn task() -> Task {
+    Task {
+        segment: 0,
+        total_segments: 1,
+        page_size: Some(2),
+        table: "items".into(),
+        job_id: None,
+        exclusive_start_key: None,
+        chunk: 0,
+    }
+}
+
+fn output(
+    dynamodb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    checkpoint_rows: u64,
+) -> Output {
+    Output {
+        dynamodb,
+        sqs,
+        queue_url: "out".into(),
+        format: OutputFormat::Plain,
+        max_batch_bytes: 262_144,
+        max_message_bytes: 262_144,
+        oversize_queue_url: None,
+        in_flight: Arc::new(Semaphore::new(4)),
+        checkpointing: Checkpointing {
+            rows: checkpoint_rows,
+            every: Duration::from_secs(3600),
+        },
+        key_schemas: KeySchemas::default(),
+    }
+}
+
+fn describe_rule() -> aws_smithy_mocks::Rule {
+    mock!(aws_sdk_dynamodb::Client::describe_table).then_output(|| {
+        let key = KeySchemaElement::builder()
+            .attribute_name("PK")
+            .key_type(KeyType::Hash)
+            .build()
+            .unwrap();
+        DescribeTableOutput::builder()
+            .table(TableDescription::builder().key_schema(key).build())
+            .build()
+    })
+}
+
+fn page(rows: std::ops::Range<u32>, next: Option<u32>) -> ScanOutput {
+    ScanOutput::builder()
+        .set_items(Some(rows.map(row).collect()))
+        .set_last_evaluated_key(
+            next.map(|n| HashMap::from([("PK".to_owned(), AttributeValue::S(format!("k{n}")))])),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn a_throttled_scan_page_is_retried_and_the_segment_completes() {
+    let describe = describe_rule();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| page(0..2, Some(1)))
+        .http_status(
+            400,
+            Some(r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"throttled"}"#.into()),
+        )
+        .output(|| page(2..3, None))
+        .build();
+    // The SDK's own retry (standard mode) absorbs the throttled page.
+    let dynamodb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&describe, &scan],
+        |c| c.retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1))
+        )
+    );
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let out = output(dynamodb, sqs_client, 1000);
+    let outcome = pipeline::run_segment(&out, &task(), &CancellationToken::new())
+        .await
+        .expect("segment completes");
+    assert_eq!(outcome.rows, 3);
+    assert_eq!(outcome.end, End::Finished);
+    assert_eq!(scan.num_calls(), 3, "two pages and one throttled attempt");
+    assert!(send.num_calls() >= 1);
+}
+
+#[tokio::test]
+async fn a_checkpoint_ends_the_chunk_at_a_page_boundary_with_its_key() {
+    let describe = describe_rule();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| page(0..2, Some(1)))
+        .output(|| page(2..4, Some(3)))
+        .output(|| page(4..6, None))
+        .build();
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    // A checkpoint is due after 3 rows: the chunk ends after the second page (4 rows).
+    let out = output(dynamodb, sqs_client, 3);
+    let outcome = pipeline::run_segment(&out, &task(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.rows, 4);
+    assert_eq!(
+        outcome.end,
+        End::Checkpoint(HashMap::from([(
+            "PK".to_owned(),
+            AttributeValue::S("k3".into())
+        )]))
+    );
+}
+
+#[tokio::test]
+async fn a_failing_batch_fails_the_segment() {
+    let describe = describe_rule();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan).then_output(|| page(0..2, None));
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(vec![]))
+            .set_failed(Some(vec![failed_entry("0", true, "InvalidParameterValue")]))
+            .build()
+            .unwrap()
+    });
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let out = output(dynamodb, sqs_client, 1000);
+    let err = pipeline::run_segment(&out, &task(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("InvalidParameterValue"), "{err}");
+}
