@@ -182,3 +182,8 @@ async fn signal_shutdown(shutdown: CancellationToken) {
     info!(signal = which, "shutdown requested");
     shutdown.cancel();
 }
+
+// mimalloc: the SDK allocates heavily per request (JSON, headers, signing); glibc's malloc
+// spent about a quarter of the worker's CPU in the benchmark profile (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
