@@ -273,13 +273,17 @@ async fn run_peer(aws: &Aws, a: &Args, python: &Path, table: &str) -> Result<Run
             &a.limit_of_rows.to_string(),
         ])
         .env("AWS_ENDPOINT_URL", proxy.url())
-        .stderr(std::process::Stdio::inherit())
         .output()
         .await?;
     let emulator = emulator_cpu() - emu0;
     let _ = aws.sqs.delete_queue().queue_url(&queue).send().await;
     if !child.status.success() {
-        return Err("the peer failed".into());
+        return Err(format!(
+            "the peer failed ({}): {}",
+            child.status,
+            String::from_utf8_lossy(&child.stderr)
+        )
+        .into());
     }
     let v: serde_json::Value = serde_json::from_slice(&child.stdout)?;
     let f = |k: &str| v[k].as_f64().unwrap_or(0.0);

@@ -14,7 +14,7 @@ if [[ ! -x .venv/peer/bin/python ]] || ! cmp -s bench/requirements.txt .venv/pee
 fi
 url=$(scripts/emulator.sh start ministack)
 trap 'scripts/emulator.sh stop ministack' EXIT
-env AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
-  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN= AWS_PROFILE= \
+env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
   BENCH_EMULATOR_PID="$(cat .run/ministack.pid)" \
   target/release/examples/bench --record docs/BENCHMARKS.md "$@"

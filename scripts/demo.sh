@@ -9,6 +9,6 @@ emulator=${DEMO_EMULATOR:-ministack}
 cargo build --locked --release --bin scanfleet --example demo
 url=$(scripts/emulator.sh start "$emulator")
 trap 'scripts/emulator.sh stop "$emulator"' EXIT
-env AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
-  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN= AWS_PROFILE= \
+env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
   target/release/examples/demo "$@"

@@ -31,8 +31,8 @@ use crate::sqs::{self, SendError};
 use crate::task::Task;
 use crate::telemetry;
 
-/// Pages the scanner may read ahead of the publisher.
-const PAGES_AHEAD: usize = 2;
+/// Pages the scanner may read ahead of the publisher (see the reservation in `scan`).
+const PAGES_AHEAD: usize = 1;
 
 type HttpResponse = aws_smithy_runtime_api::http::Response;
 
@@ -171,7 +171,17 @@ async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), S
         .return_consumed_capacity(ReturnConsumedCapacity::Total)
         .into_paginator()
         .send();
-    while let Some(page) = pages.next().await {
+    loop {
+        // Reserve the channel slot *before* reading the next page, so a worker holds at most
+        // the page being published plus one read ahead, never a third one waiting to be sent.
+        let Ok(slot) = tx.reserve().await else {
+            // The publisher stopped (checkpoint or error); the pages it did not take are
+            // simply read again by whoever continues the segment.
+            break;
+        };
+        let Some(page) = pages.next().await else {
+            break;
+        };
         let page = page?;
         let items = page.items.unwrap_or_default();
         let units = page
@@ -180,11 +190,7 @@ async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), S
             .unwrap_or(0.0);
         telemetry::page_scanned(items.len(), units);
         let next = page.last_evaluated_key.filter(|k| !k.is_empty());
-        if tx.send(Page { items, next }).await.is_err() {
-            // The publisher stopped (checkpoint or error); the pages it did not take are
-            // simply read again by whoever continues the segment.
-            break;
-        }
+        slot.send(Page { items, next });
     }
     Ok(())
 }
@@ -306,24 +312,27 @@ async fn publish(
             break End::Finished;
         };
         pages += 1;
-        for row in &page.items {
-            let body = item::encode(row, out.format)?;
+        rows += page.items.len() as u64;
+        // Rows are consumed as they are encoded, so a page's items are freed while it is
+        // published rather than after.
+        for row in page.items {
+            let body = item::encode(&row, out.format)?;
             let size = body.len() + attrs.size;
             if size > max_message {
-                divert_oversize(out, task, key_names, row, size, max_message).await?;
+                divert_oversize(out, task, key_names, &row, size, max_message).await?;
                 continue;
             }
             let entry = SendMessageBatchRequestEntry::builder()
                 .id("") // numbered when the batch is closed
                 .message_body(body)
-                .set_message_attributes(Some(attrs.for_row(row_id(&task.table, key_names, row))))
+                .set_message_attributes(Some(attrs.for_row(row_id(&task.table, key_names, &row))))
                 .build()
                 .expect("id and body are set");
+            drop(row);
             if let Some(batch) = batcher.push(entry, size)? {
                 spawn_send(out, &mut in_flight, batch).await?;
             }
         }
-        rows += page.items.len() as u64;
         resume = page.next;
         let due = rows >= out.checkpointing.rows
             || started.elapsed() >= out.checkpointing.every

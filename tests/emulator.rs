@@ -214,20 +214,48 @@ async fn a_task_longer_than_the_visibility_timeout_is_not_delivered_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn readyz_reports_ready_after_the_first_receive() {
-    let f = Fixture::new(1, 3).await;
+async fn readyz_turns_ready_and_metrics_export_every_name_the_dashboard_and_alerts_use() {
+    let f = Fixture::new(30, 3).await;
     let w = f.worker(&[]);
+    assert_eq!(
+        devkit::http_get(w.metrics_port, "/healthz").map(|r| r.0),
+        Some(200)
+    );
     wait_for("readyz 200", Duration::from_secs(30), || {
         devkit::http_get(w.metrics_port, "/readyz").map(|r| r.0) == Some(200)
     })
     .await;
+    // One finished task, so the histogram has samples and every series exists.
+    f.send_task(r#"{"current_segment": 0, "total_segments": 1}"#)
+        .await;
+    f.drain_output(30).await;
+    wait_for("task completed", Duration::from_secs(30), || {
+        w.metric("scanfleet_tasks_completed_total", "") == Some(1.0)
+    })
+    .await;
     let text = w.metrics().unwrap();
-    for name in [
-        "scanfleet_tasks_received_total",
-        "scanfleet_tasks_in_flight",
-        "scanfleet_rows_published_total",
-    ] {
-        assert!(text.contains(name), "{name} missing from /metrics");
-    }
+    let exported: HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|name| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name)
+        })
+        .collect();
+    // The names deploy/grafana and deploy/prometheus query (scripts/check-deploy.sh
+    // --list-metrics writes this list): a dashboard must never silently show nothing.
+    let used = include_str!("../deploy/metrics-used.txt");
+    let missing: Vec<&str> = used
+        .lines()
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && !exported.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not exported by the worker: {missing:?}"
+    );
     f.cleanup().await;
 }
