@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod devkit;
 pub mod enqueue;
+pub mod expression;
 pub mod http;
 pub mod item;
 pub mod pipeline;

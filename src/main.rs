@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use scanfleet::enqueue::{self, Job};
+use scanfleet::expression::RawScanOptions;
 use scanfleet::pipeline::{Checkpointing, KeySchemas, Output};
 use scanfleet::sqs;
 use std::time::Duration;
@@ -30,6 +32,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the worker daemon: take segment tasks from the control queue until SIGTERM/SIGINT.
@@ -48,7 +52,53 @@ enum Command {
         /// Job id carried by every task and output message (default: a new UUID).
         #[arg(long)]
         job_id: Option<String>,
+        #[command(flatten)]
+        scan: ScanArgs,
     },
+}
+
+/// What each Scan request of the job reads and sends.
+#[derive(clap::Args)]
+struct ScanArgs {
+    /// FilterExpression, e.g. 'begins_with(#sk, :prefix)'; rows it rejects are not sent.
+    #[arg(long)]
+    filter_expression: Option<String>,
+    /// ProjectionExpression: the attributes to send (the primary key is always sent).
+    #[arg(long)]
+    projection_expression: Option<String>,
+    /// ExpressionAttributeNames as JSON, e.g. '{"#sk":"SK"}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_names)]
+    expression_attribute_names: Option<BTreeMap<String, String>>,
+    /// ExpressionAttributeValues as DynamoDB JSON, e.g. '{":prefix":{"S":"PREFIX-1"}}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
+    expression_attribute_values: Option<serde_json::Value>,
+    /// Strongly consistent reads (twice the read capacity).
+    #[arg(long)]
+    consistent_read: bool,
+}
+
+impl ScanArgs {
+    fn into_raw(self) -> RawScanOptions {
+        RawScanOptions {
+            filter_expression: self.filter_expression,
+            projection_expression: self.projection_expression,
+            expression_attribute_names: self.expression_attribute_names,
+            expression_attribute_values: self.expression_attribute_values,
+            consistent_read: self.consistent_read.then_some(true),
+        }
+    }
+}
+
+fn parse_names(text: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a JSON object of strings: {e}"))
+}
+
+fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err("must be a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -65,12 +115,14 @@ fn main() -> ExitCode {
             segments,
             limit_of_rows,
             job_id,
+            scan,
         } => {
             let job = Job {
                 table,
                 segments,
                 limit_of_rows,
                 job_id: job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                options: scan.into_raw(),
             };
             runtime.block_on(run_enqueue(settings, job))
         }
@@ -91,7 +143,20 @@ type BoxError = Box<dyn std::error::Error>;
 async fn run_enqueue(settings: Settings, job: Job) -> Result<(), BoxError> {
     settings.validate_for_enqueue()?;
     telemetry::init_logging(&settings.log);
-    let client = aws_sdk_sqs::Client::new(&scanfleet::aws_config().await);
+    // Validated by the workers' rules first (nothing is sent for a bad job), then, when the
+    // job has expressions, by DynamoDB itself with a one-row probe scan.
+    enqueue::task_bodies(&job)?;
+    let aws = scanfleet::aws_config().await;
+    let options = job
+        .options
+        .clone()
+        .validate()
+        .expect("checked by task_bodies");
+    if options.has_expressions() {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+        enqueue::probe(&dynamodb, &job.table, &options).await?;
+    }
+    let client = aws_sdk_sqs::Client::new(&aws);
     enqueue::enqueue(&client, &settings.control.queue_url, &job).await?;
     info!(job_id = %job.job_id, segments = job.segments, table = %job.table, "job enqueued");
     println!("{}", job.job_id);

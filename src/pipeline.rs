@@ -153,13 +153,20 @@ pub async fn run_segment(
     // try_join: the first error drops the other half, which stops it (a closed channel ends
     // the scanner; dropping the JoinSet aborts batches still in flight).
     let ((), outcome) = tokio::try_join!(
-        scan(out, task, tx),
+        scan(out, task, &key_names, tx),
         publish(out, task, &key_names, rx, stop)
     )?;
     Ok(outcome)
 }
 
-async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), SegmentError> {
+async fn scan(
+    out: &Output,
+    task: &Task,
+    key_names: &[String],
+    tx: mpsc::Sender<Page>,
+) -> Result<(), SegmentError> {
+    let options = &task.options;
+    let (projection, names) = options.scan_projection(key_names);
     let mut pages = out
         .dynamodb
         .scan()
@@ -168,6 +175,11 @@ async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), S
         .total_segments(task.total_segments)
         .set_limit(task.page_size)
         .set_exclusive_start_key(task.exclusive_start_key.clone())
+        .set_filter_expression(options.filter_expression.clone())
+        .set_projection_expression(projection)
+        .set_expression_attribute_names(names)
+        .set_expression_attribute_values(options.scan_values())
+        .set_consistent_read(options.consistent_read.then_some(true))
         .return_consumed_capacity(ReturnConsumedCapacity::Total)
         .into_paginator()
         .send();

@@ -183,6 +183,7 @@ fn task() -> Task {
         job_id: None,
         exclusive_start_key: None,
         chunk: 0,
+        options: Default::default(),
     }
 }
 
