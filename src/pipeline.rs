@@ -60,34 +60,43 @@ pub struct Output {
     pub key_schemas: KeySchemas,
 }
 
-/// Primary-key attribute names per table, read once with DescribeTable.
+/// A table's primary key, read once with DescribeTable.
+#[derive(Debug, Clone)]
+pub struct TableKey {
+    /// Key attribute names, sorted (the order `row_id` hashes them in).
+    pub names: Vec<String>,
+    /// The partition (hash) key attribute: FIFO output groups rows by its value.
+    pub partition: String,
+}
+
+/// Primary keys per table, read once with DescribeTable.
 #[derive(Default)]
-pub struct KeySchemas(Mutex<HashMap<String, Arc<[String]>>>);
+pub struct KeySchemas(Mutex<HashMap<String, Arc<TableKey>>>);
 
 impl KeySchemas {
     async fn get(
         &self,
         client: &aws_sdk_dynamodb::Client,
         table: &str,
-    ) -> Result<Arc<[String]>, SdkError<DescribeTableError, HttpResponse>> {
+    ) -> Result<Arc<TableKey>, SdkError<DescribeTableError, HttpResponse>> {
         if let Some(k) = self.0.lock().expect("not poisoned").get(table) {
             return Ok(k.clone());
         }
         let out = client.describe_table().table_name(table).send().await?;
-        let mut names: Vec<String> = out
-            .table
-            .and_then(|t| t.key_schema)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|k| k.attribute_name)
-            .collect();
+        let schema = out.table.and_then(|t| t.key_schema).unwrap_or_default();
+        let partition = schema
+            .iter()
+            .find(|k| k.key_type == aws_sdk_dynamodb::types::KeyType::Hash)
+            .map(|k| k.attribute_name.clone())
+            .unwrap_or_default();
+        let mut names: Vec<String> = schema.into_iter().map(|k| k.attribute_name).collect();
         names.sort();
-        let names: Arc<[String]> = names.into();
+        let key = Arc::new(TableKey { names, partition });
         self.0
             .lock()
             .expect("not poisoned")
-            .insert(table.to_owned(), names.clone());
-        Ok(names)
+            .insert(table.to_owned(), key.clone());
+        Ok(key)
     }
 }
 
@@ -148,13 +157,14 @@ pub async fn run_segment(
     task: &Task,
     stop: &CancellationToken,
 ) -> Result<Outcome, SegmentError> {
-    let key_names = out.key_schemas.get(&out.dynamodb, &task.table).await?;
+    let key = out.key_schemas.get(&out.dynamodb, &task.table).await?;
+    let key_names = &key.names[..];
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
     // try_join: the first error drops the other half, which stops it (a closed channel ends
     // the scanner; dropping the JoinSet aborts batches still in flight).
     let ((), outcome) = tokio::try_join!(
-        scan(out, task, &key_names, tx),
-        publish(out, task, &key_names, rx, stop)
+        scan(out, task, key_names, tx),
+        publish(out, task, &key, rx, stop)
     )?;
     Ok(outcome)
 }
@@ -275,6 +285,37 @@ pub fn row_id(table: &str, key_names: &[String], row: &Item) -> String {
     format!("{:032x}", h.digest128())
 }
 
+/// Whether an SQS queue URL names a FIFO queue (SQS requires the `.fifo` suffix).
+pub fn is_fifo(queue_url: &str) -> bool {
+    queue_url.ends_with(".fifo")
+}
+
+/// Longest `MessageGroupId` SQS accepts.
+const MAX_GROUP_ID_LEN: usize = 128;
+
+/// The FIFO `MessageGroupId` of a row: its partition-key value, so the rows of one partition
+/// stay in one group. SQS allows 1–128 characters from printable ASCII; a value outside that
+/// (longer, non-ASCII, binary, or missing) is replaced by `h-` and a 128-bit hash of the typed
+/// value, which is just as stable.
+pub fn fifo_group_id(partition_value: Option<&AttributeValue>) -> String {
+    let usable = |text: &str| {
+        (1..=MAX_GROUP_ID_LEN).contains(&text.len())
+            && text.bytes().all(|b| (33..=126).contains(&b))
+    };
+    let (tag, bytes): (&[u8], &[u8]) = match partition_value {
+        Some(AttributeValue::S(s)) if usable(s) => return s.clone(),
+        Some(AttributeValue::N(n)) if usable(n) => return n.clone(),
+        Some(AttributeValue::S(s)) => (b"S", s.as_bytes()),
+        Some(AttributeValue::N(n)) => (b"N", n.as_bytes()),
+        Some(AttributeValue::B(b)) => (b"B", b.as_ref()),
+        _ => (b"-", b""),
+    };
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(tag);
+    h.update(bytes);
+    format!("h-{:032x}", h.digest128())
+}
+
 /// The row's primary key as DynamoDB JSON, for messages about the row.
 fn key_json(key_names: &[String], row: &Item) -> serde_json::Value {
     let key: Item = key_names
@@ -287,10 +328,12 @@ fn key_json(key_names: &[String], row: &Item) -> serde_json::Value {
 async fn publish(
     out: &Output,
     task: &Task,
-    key_names: &[String],
+    key: &TableKey,
     mut rx: mpsc::Receiver<Page>,
     stop: &CancellationToken,
 ) -> Result<Outcome, SegmentError> {
+    let key_names = &key.names[..];
+    let fifo = is_fifo(&out.queue_url);
     let attrs = RowAttributes::for_task(task);
     let max_message = out.max_message_bytes.min(out.max_batch_bytes);
     let mut batcher = Batcher::new(out.max_batch_bytes);
@@ -325,10 +368,19 @@ async fn publish(
                 divert_oversize(out, task, key_names, row, size, max_message).await?;
                 continue;
             }
-            let entry = SendMessageBatchRequestEntry::builder()
+            let id = row_id(&task.table, key_names, row);
+            let mut entry = SendMessageBatchRequestEntry::builder()
                 .id("") // numbered when the batch is closed
-                .message_body(body)
-                .set_message_attributes(Some(attrs.for_row(row_id(&task.table, key_names, row))))
+                .message_body(body);
+            if fifo {
+                // SQS drops a message whose deduplication id it saw in the last 5 minutes,
+                // so a repeated chunk is delivered once (within that window).
+                entry = entry
+                    .message_group_id(fifo_group_id(row.get(&key.partition)))
+                    .message_deduplication_id(id.clone());
+            }
+            let entry = entry
+                .set_message_attributes(Some(attrs.for_row(id)))
                 .build()
                 .expect("id and body are set");
             if let Some(batch) = batcher.push(entry, size)? {
@@ -382,12 +434,17 @@ async fn divert_oversize(
         "size": size,
         "reason": format!("message of {size} bytes exceeds the output queue's limit of {max} bytes"),
     });
-    out.sqs
+    let mut send = out
+        .sqs
         .send_message()
         .queue_url(url)
-        .message_body(record.to_string())
-        .send()
-        .await?;
+        .message_body(record.to_string());
+    if is_fifo(url) {
+        send = send
+            .message_group_id("oversize")
+            .message_deduplication_id(row_id(&task.table, key_names, row));
+    }
+    send.send().await?;
     telemetry::row_oversize(&task.table, &key, size, true);
     Ok(())
 }
@@ -434,6 +491,30 @@ mod tests {
             ("SK".to_owned(), AttributeValue::S(sk.into())),
             ("other".to_owned(), AttributeValue::N("1".into())),
         ])
+    }
+
+    #[test]
+    fn fifo_attributes_come_from_the_partition_key() {
+        assert!(is_fifo("http://localhost/000/rows.fifo"));
+        assert!(!is_fifo("http://localhost/000/rows"));
+        let s = |v: &str| AttributeValue::S(v.into());
+        assert_eq!(fifo_group_id(Some(&s("user#42"))), "user#42");
+        assert_eq!(
+            fifo_group_id(Some(&AttributeValue::N("-12.5".into()))),
+            "-12.5"
+        );
+        // Not allowed as-is: hashed, stably, and never the same for different values.
+        let spaced = fifo_group_id(Some(&s("a b")));
+        assert!(spaced.starts_with("h-") && spaced.len() == 34, "{spaced}");
+        assert_eq!(spaced, fifo_group_id(Some(&s("a b"))));
+        assert_ne!(spaced, fifo_group_id(Some(&s("a c"))));
+        let long = "x".repeat(129);
+        assert!(fifo_group_id(Some(&s(&long))).starts_with("h-"));
+        assert_eq!(fifo_group_id(Some(&s(&"x".repeat(128)))).len(), 128);
+        assert!(fifo_group_id(Some(&s("é"))).starts_with("h-"));
+        let blob = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b"ab".to_vec()));
+        assert_ne!(fifo_group_id(Some(&blob)), fifo_group_id(Some(&s("ab"))));
+        assert!(fifo_group_id(None).starts_with("h-"));
     }
 
     #[test]

@@ -7,8 +7,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::Output;
+use std::time::Duration;
 
-use common::{BINARY, Fixture, plain_key, scaled, total};
+use common::{BINARY, Fixture, plain_key, scaled, total, wait_for};
+use scanfleet::devkit;
 
 /// Runs `scanfleet ARGS` with the fixture's control queue and any `env`.
 fn scanfleet(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -136,7 +138,7 @@ async fn an_invalid_filter_is_refused_before_anything_is_sent() {
     let w = f.worker(&[]);
     f.send_task(r#"{"current_segment":0,"total_segments":1,"filter_expression":"a = :nope"}"#)
         .await;
-    common::wait_for("the rejection", std::time::Duration::from_secs(60), || {
+    wait_for("the rejection", Duration::from_secs(60), || {
         w.metric(
             "scanfleet_tasks_rejected_total",
             r#"reason="bad_expression""#,
@@ -145,4 +147,47 @@ async fn an_invalid_filter_is_refused_before_anything_is_sent() {
     })
     .await;
     f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifo_output_deduplicates_a_replayed_chunk() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let rows = scaled(200, 100);
+    let f = Fixture::new(rows, 3).await;
+    let fifo = devkit::create_queue(
+        &f.aws,
+        &format!("{}-rows.fifo", f.table),
+        std::collections::HashMap::from([(QueueAttributeName::FifoQueue, "true".to_owned())]),
+    )
+    .await
+    .expect("create FIFO queue");
+    let w = f.worker(&[("SCANFLEET__OUTPUT__QUEUE_URL", &fifo)]);
+    let task = r#"{"current_segment": 0, "total_segments": 1, "limit_of_rows": 50}"#;
+    f.send_task(task).await;
+    wait_for("the first run", Duration::from_secs(120), || {
+        w.metric("scanfleet_tasks_completed_total", "") == Some(1.0)
+    })
+    .await;
+    // The same chunk again, as after a crash between publishing and deleting the task.
+    f.send_task(task).await;
+    wait_for("the replay", Duration::from_secs(120), || {
+        w.metric("scanfleet_tasks_completed_total", "") == Some(2.0)
+    })
+    .await;
+    assert_eq!(
+        w.metric("scanfleet_rows_published_total", ""),
+        Some(2.0 * rows as f64),
+        "the replay did not publish the rows again"
+    );
+    let received = f.drain(&fifo, rows as usize).await;
+    let keys: Vec<_> = received.iter().map(plain_key).collect();
+    let distinct: HashSet<_> = keys.iter().cloned().collect();
+    assert_eq!(distinct, f.expected_keys());
+    assert_eq!(
+        keys.len(),
+        rows as usize,
+        "SQS delivered replayed rows twice"
+    );
+    let _ = f.aws.sqs.delete_queue().queue_url(&fifo).send().await;
+    f.finish_clean().await;
 }
