@@ -19,6 +19,8 @@ pub struct Job {
     pub job_id: String,
     /// Filter, projection, consistent reads: copied into every task.
     pub options: RawScanOptions,
+    /// The job's read budget (units per second), stored in every task.
+    pub read_units_per_second: Option<f64>,
 }
 
 /// The table named on the command line is the only one these tasks use.
@@ -83,6 +85,7 @@ pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
                 expression_attribute_names: job.options.expression_attribute_names.clone(),
                 expression_attribute_values: job.options.expression_attribute_values.clone(),
                 consistent_read: job.options.consistent_read,
+                read_units_per_second: job.read_units_per_second,
             };
             let body = serde_json::to_string(&msg).expect("task messages always serialize");
             task::parse(&body, &Only(&job.table))?;
@@ -130,6 +133,7 @@ mod tests {
             limit_of_rows: Some(3000),
             job_id: "j1".into(),
             options: RawScanOptions::default(),
+            read_units_per_second: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! modules of its own; `sqs`, `pipeline` and `worker` own the I/O.
 
 pub mod batch;
+pub mod budget;
 pub mod devkit;
 pub mod enqueue;
 pub mod expression;

@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use scanfleet::budget::ReadBudget;
 use scanfleet::enqueue::{self, Job};
 use scanfleet::expression::RawScanOptions;
 use scanfleet::pipeline::{Checkpointing, KeySchemas, Output};
@@ -54,6 +55,10 @@ enum Command {
         job_id: Option<String>,
         #[command(flatten)]
         scan: ScanArgs,
+        /// Read budget of the whole job in read capacity units per second (0: unlimited);
+        /// each of the N tasks paces itself to R / N.
+        #[arg(long, value_name = "R")]
+        read_units_per_second: Option<f64>,
     },
 }
 
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
             limit_of_rows,
             job_id,
             scan,
+            read_units_per_second,
         } => {
             let job = Job {
                 table,
@@ -123,6 +129,7 @@ fn main() -> ExitCode {
                 limit_of_rows,
                 job_id: job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 options: scan.into_raw(),
+                read_units_per_second,
             };
             runtime.block_on(run_enqueue(settings, job))
         }
@@ -204,6 +211,8 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
             every: Duration::from_secs(settings.worker.checkpoint_seconds),
         },
         key_schemas: KeySchemas::default(),
+        read_budget: (settings.scan.read_units_per_second > 0.0)
+            .then(|| Arc::new(ReadBudget::new(settings.scan.read_units_per_second))),
     };
     let control = ControlQueue {
         client: sqs_client,

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batcher, TooLarge};
+use crate::budget::{self, ReadBudget};
 use crate::item;
 pub use crate::item::Item;
 use crate::settings::OutputFormat;
@@ -58,6 +59,8 @@ pub struct Output {
     pub in_flight: Arc<Semaphore>,
     pub checkpointing: Checkpointing,
     pub key_schemas: KeySchemas,
+    /// `scan.read_units_per_second`: one bucket for every task of the worker.
+    pub read_budget: Option<Arc<ReadBudget>>,
 }
 
 /// A table's primary key, read once with DescribeTable.
@@ -193,7 +196,21 @@ async fn scan(
         .return_consumed_capacity(ReturnConsumedCapacity::Total)
         .into_paginator()
         .send();
-    while let Some(page) = pages.next().await {
+    // The job's budget, split over its segments (see crate::budget), and the worker's.
+    let task_budget = task
+        .read_units_per_second
+        .map(|r| ReadBudget::new(budget::per_task_rate(r, task.total_segments)));
+    let budgets: Vec<&ReadBudget> = task_budget
+        .iter()
+        .chain(out.read_budget.as_deref())
+        .collect();
+    loop {
+        for b in &budgets {
+            b.ready().await;
+        }
+        let Some(page) = pages.next().await else {
+            break;
+        };
         let page = page?;
         let items = page.items.unwrap_or_default();
         let units = page
@@ -201,6 +218,9 @@ async fn scan(
             .and_then(|c| c.capacity_units)
             .unwrap_or(0.0);
         telemetry::page_scanned(items.len(), units);
+        for b in &budgets {
+            b.charge(units);
+        }
         let next = page.last_evaluated_key.filter(|k| !k.is_empty());
         if tx.send(Page { items, next }).await.is_err() {
             // The publisher stopped (checkpoint or error); the pages it did not take are

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::MAX_READ_UNITS_PER_SECOND;
 use crate::expression::{RawScanOptions, ScanOptions};
 use crate::item;
 
@@ -52,6 +53,10 @@ pub struct TaskMessage {
     /// Strongly consistent reads (twice the read capacity of the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_read: Option<bool>,
+    /// The *job's* read budget in read capacity units per second (0 or absent: unlimited);
+    /// each task paces itself to this divided by `total_segments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_units_per_second: Option<f64>,
 }
 
 /// A validated task, ready to run.
@@ -67,6 +72,8 @@ pub struct Task {
     pub chunk: u32,
     /// Filter, projection and read consistency of the scan.
     pub options: ScanOptions,
+    /// The job's read budget (units per second), if it has one.
+    pub read_units_per_second: Option<f64>,
 }
 
 /// Why a task was rejected. The label is the `reason` of `scanfleet_tasks_rejected_total`.
@@ -229,6 +236,16 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
             )
         })?),
     };
+    let read_units_per_second = match msg.read_units_per_second {
+        None => None,
+        Some(0.0) => None,
+        Some(r) if r > 0.0 && r <= MAX_READ_UNITS_PER_SECOND => Some(r),
+        Some(r) => {
+            return Err(out_of_range(format!(
+                "read_units_per_second must be 0 (unlimited) or positive, at most {MAX_READ_UNITS_PER_SECOND}, got {r}"
+            )));
+        }
+    };
     let options = RawScanOptions {
         filter_expression: msg.filter_expression,
         projection_expression: msg.projection_expression,
@@ -247,6 +264,7 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
         exclusive_start_key,
         chunk,
         options,
+        read_units_per_second,
     })
 }
 
@@ -267,6 +285,7 @@ impl Task {
             expression_attribute_names: raw.expression_attribute_names,
             expression_attribute_values: raw.expression_attribute_values,
             consistent_read: raw.consistent_read,
+            read_units_per_second: self.read_units_per_second,
         }
     }
 }
@@ -310,6 +329,7 @@ mod tests {
                 exclusive_start_key: None,
                 chunk: 0,
                 options: ScanOptions::default(),
+                read_units_per_second: None,
             }
         );
     }
@@ -375,6 +395,30 @@ mod tests {
         assert!(e.detail.contains(":missing"), "{e}");
         let e = rejected(r#"{"current_segment":0,"total_segments":2,"consistent_read":"yes"}"#);
         assert_eq!(e.reason, RejectReason::Malformed);
+    }
+
+    #[test]
+    fn the_read_budget_is_checked_and_carried() {
+        let t = ok(r#"{"current_segment":1,"total_segments":4,"read_units_per_second":100}"#);
+        assert_eq!(t.read_units_per_second, Some(100.0));
+        let body = serde_json::to_string(
+            &Task {
+                chunk: 2,
+                ..t.clone()
+            }
+            .to_message(),
+        )
+        .unwrap();
+        assert_eq!(ok(&body).read_units_per_second, Some(100.0));
+        let t = ok(r#"{"current_segment":1,"total_segments":4,"read_units_per_second":0}"#);
+        assert_eq!(t.read_units_per_second, None, "0 means unlimited");
+        for bad in ["-1", "1e10"] {
+            let e = rejected(&format!(
+                r#"{{"current_segment":1,"total_segments":4,"read_units_per_second":{bad}}}"#
+            ));
+            assert_eq!(e.reason, RejectReason::OutOfRange, "{bad}");
+            assert!(e.detail.contains("read_units_per_second"), "{e}");
+        }
     }
 
     #[test]

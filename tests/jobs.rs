@@ -191,3 +191,47 @@ async fn fifo_output_deduplicates_a_replayed_chunk() {
     let _ = f.aws.sqs.delete_queue().queue_url(&fifo).send().await;
     f.finish_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_budget_keeps_the_consumed_capacity_rate_near_r() {
+    // Benchmark-style: one segment read in small pages (about 20 units in all on either
+    // emulator) under a budget of 4 units/s, so about 5 s; the bound is generous (±20 %).
+    let rows = scaled(400, 200);
+    let f = Fixture::new(rows, 3).await;
+    let w = f.worker(&[("SCANFLEET__WORKER__CHECKPOINT_ROWS", "100000")]);
+    let budget = 4.0;
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "1",
+            "--limit-of-rows",
+            "10",
+            "--read-units-per-second",
+            "4",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "enqueue: {}", stderr(&out));
+    wait_for("the job", Duration::from_secs(120), || {
+        w.metric("scanfleet_tasks_completed_total", "") == Some(1.0)
+    })
+    .await;
+    let units = w.metric("scanfleet_read_capacity_units_total", "").unwrap();
+    let seconds = w.metric("scanfleet_task_duration_seconds_sum", "").unwrap();
+    assert!(
+        units >= 10.0,
+        "only {units} units consumed: nothing to pace"
+    );
+    let rate = units / seconds;
+    eprintln!("read budget: {units} units in {seconds:.2} s = {rate:.2} units/s (budget {budget})");
+    assert!(
+        (0.8 * budget..=1.2 * budget).contains(&rate),
+        "{units} units in {seconds:.1} s = {rate:.2} units/s, budget {budget}"
+    );
+    assert_eq!(f.drain_output(rows as usize).await.len(), rows as usize);
+    f.finish_clean().await;
+}

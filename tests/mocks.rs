@@ -184,6 +184,7 @@ fn task() -> Task {
         exclusive_start_key: None,
         chunk: 0,
         options: Default::default(),
+        read_units_per_second: None,
     }
 }
 
@@ -206,6 +207,7 @@ fn output(
             every: Duration::from_secs(3600),
         },
         key_schemas: KeySchemas::default(),
+        read_budget: None,
     }
 }
 
