@@ -116,8 +116,15 @@ pub enum End {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
+    /// Rows of the pages this run took (sent, or diverted as oversize).
     pub rows: u64,
     pub end: End,
+    /// Rows DynamoDB read for those pages (`ScannedCount`: before the filter).
+    pub scanned: u64,
+    /// Rows accepted by the output queue.
+    pub published: u64,
+    /// Read capacity those pages consumed.
+    pub read_units: f64,
 }
 
 /// Why a segment could not be completed.
@@ -151,6 +158,8 @@ pub enum SegmentError {
 struct Page {
     items: Vec<Item>,
     next: Option<Item>,
+    scanned: u64,
+    units: f64,
 }
 
 /// Scans the task's segment from its start key and publishes every row until the segment ends
@@ -222,7 +231,14 @@ async fn scan(
             b.charge(units);
         }
         let next = page.last_evaluated_key.filter(|k| !k.is_empty());
-        if tx.send(Page { items, next }).await.is_err() {
+        let scanned = u64::try_from(page.scanned_count).unwrap_or(0);
+        let page = Page {
+            items,
+            next,
+            scanned,
+            units,
+        };
+        if tx.send(page).await.is_err() {
             // The publisher stopped (checkpoint or error); the pages it did not take are
             // simply read again by whoever continues the segment.
             break;
@@ -361,6 +377,7 @@ async fn publish(
     let started = Instant::now();
     let mut rows = 0u64;
     let mut pages = 0u64;
+    let (mut scanned, mut diverted, mut read_units) = (0u64, 0u64, 0f64);
     // Where the segment goes on after the last page published (`None` after the final page).
     let mut resume: Option<Item> = None;
     let end = loop {
@@ -381,11 +398,14 @@ async fn publish(
             break End::Finished;
         };
         pages += 1;
+        scanned += page.scanned;
+        read_units += page.units;
         for row in &page.items {
             let body = item::encode(row, out.format)?;
             let size = body.len() + attrs.size;
             if size > max_message {
                 divert_oversize(out, task, key_names, row, size, max_message).await?;
+                diverted += 1;
                 continue;
             }
             let id = row_id(&task.table, key_names, row);
@@ -424,7 +444,13 @@ async fn publish(
     while let Some(done) = in_flight.join_next().await {
         done.expect("batch sends do not panic")?;
     }
-    Ok(Outcome { rows, end })
+    Ok(Outcome {
+        rows,
+        end,
+        scanned,
+        published: rows - diverted,
+        read_units,
+    })
 }
 
 /// A row too large for the output queue: recorded on the oversize queue if there is one,

@@ -38,6 +38,20 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub ledger: LedgerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// DynamoDB table of the job ledger; empty: no ledger.
+    pub table: String,
+}
+
+impl LedgerSettings {
+    pub fn table(&self) -> Option<&str> {
+        (!self.table.is_empty()).then_some(self.table.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -235,3 +235,323 @@ async fn the_read_budget_keeps_the_consumed_capacity_rate_near_r() {
     assert_eq!(f.drain_output(rows as usize).await.len(), rows as usize);
     f.finish_clean().await;
 }
+
+/// A fresh ledger table for the fixture, created with `scanfleet ledger create`.
+fn create_ledger(f: &Fixture) -> String {
+    let table = format!("{}-ledger", f.table);
+    let env = [("SCANFLEET__LEDGER__TABLE", table.as_str())];
+    let out = scanfleet(f, &["ledger", "create"], &env);
+    assert!(out.status.success(), "ledger create: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("created ledger table"),
+        "{}",
+        stdout(&out)
+    );
+    let again = scanfleet(f, &["ledger", "create"], &env);
+    assert!(again.status.success() && stdout(&again).contains("already exists"));
+    table
+}
+
+fn status_json(f: &Fixture, ledger: &str, job: &str) -> serde_json::Value {
+    let out = scanfleet(
+        f,
+        &["status", job, "--json"],
+        &[("SCANFLEET__LEDGER__TABLE", ledger)],
+    );
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+async fn wait_child(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "enqueue --wait did not end in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn drop_table(f: &Fixture, table: &str) {
+    let _ = f.aws.dynamodb.delete_table().table_name(table).send().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_counts_equal_the_rows_published_even_after_a_kill() {
+    let rows = scaled(2000, 300);
+    let f = Fixture::new(rows, 20).await;
+    let ledger = create_ledger(&f);
+    let chunk = scaled(100, 30).to_string();
+    let settings = [
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        ("SCANFLEET__WORKER__CONCURRENCY", "1"),
+        ("SCANFLEET__WORKER__CHECKPOINT_ROWS", chunk.as_str()),
+        ("SCANFLEET__CONTROL__VISIBILITY_TIMEOUT_SECONDS", "5"),
+    ];
+    let mut workers = [f.worker(&settings), f.worker(&settings)];
+    // A read budget keeps the job running for several seconds, long enough to kill a worker
+    // in the middle of a segment.
+    let budget = scaled(10, 4).to_string();
+    let mut wait = std::process::Command::new(BINARY)
+        .args([
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "4",
+            "--limit-of-rows",
+            "20",
+            "--job-id",
+            "ledger-kill",
+            "--read-units-per-second",
+            &budget,
+            "--wait",
+            "--progress-every",
+            "1",
+        ])
+        .env("SCANFLEET__CONTROL__QUEUE_URL", &f.queues.control)
+        .env("SCANFLEET__LEDGER__TABLE", &ledger)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("enqueue --wait");
+    wait_for("the first rows", Duration::from_secs(60), || {
+        workers[0]
+            .metric("scanfleet_rows_published_total", "")
+            .is_some_and(|n| n > 0.0)
+    })
+    .await;
+    workers[0].child.kill().expect("kill -9");
+    workers[0].child.wait().expect("reap");
+    assert!(
+        wait.try_wait().unwrap().is_none(),
+        "the job ended before the kill: nothing tested"
+    );
+    workers[0] = f.worker(&settings);
+
+    let status = wait_child(&mut wait, Duration::from_secs(300)).await;
+    let mut progress = String::new();
+    std::io::Read::read_to_string(wait.stderr.as_mut().unwrap(), &mut progress).unwrap();
+    assert!(status.success(), "enqueue --wait failed: {progress}");
+    assert!(
+        progress.contains("job ledger-kill:") && progress.contains("segments done"),
+        "no progress lines: {progress}"
+    );
+    assert!(
+        progress.contains("ledger-kill on table"),
+        "no summary: {progress}"
+    );
+
+    let s = status_json(&f, &ledger, "ledger-kill");
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["segments_total"], 4);
+    assert_eq!(s["segments_done"], 4);
+    assert_eq!(
+        s["rows_published"], rows,
+        "ledger counts differ from the table: {s}"
+    );
+    assert_eq!(s["rows_scanned"], rows, "{s}");
+    assert!(s["read_units_consumed"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(s["slowest_segments"].as_array().unwrap().len(), 3);
+    let received = f.drain_output(rows as usize).await;
+    let distinct: HashSet<_> = received.iter().map(plain_key).collect();
+    assert_eq!(distinct, f.expected_keys());
+    let text = scanfleet(
+        &f,
+        &["status", "ledger-kill"],
+        &[("SCANFLEET__LEDGER__TABLE", &ledger)],
+    );
+    assert!(stdout(&text).contains("4/4 done"), "{}", stdout(&text));
+    drop_table(&f, &ledger).await;
+    f.finish_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_wait_and_reconcile_handle_a_dead_lettered_segment() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let rows = scaled(200, 100);
+    let f = Fixture::new(rows, 2).await;
+    let ledger = create_ledger(&f);
+    // One row too large for the output queue, and no oversize queue: its segment fails on
+    // every attempt and is dead-lettered after 2 receives.
+    let mut big = devkit::demo_row(rows, 4000);
+    big.insert("PK".into(), AttributeValue::S("big".into()));
+    f.put_item(big).await;
+    f.set_queue_attribute(
+        &f.queues.output,
+        QueueAttributeName::MaximumMessageSize,
+        "2048",
+    )
+    .await;
+    let env = [("SCANFLEET__LEDGER__TABLE", ledger.as_str())];
+    let mut worker = f.worker(&env);
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "4",
+            "--job-id",
+            "dead",
+            "--wait",
+        ],
+        &env,
+    );
+    assert!(!out.status.success(), "--wait succeeded on a failed job");
+    assert!(stderr(&out).contains("dead-lettered"), "{}", stderr(&out));
+    let s = status_json(&f, &ledger, "dead");
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["segments_done"], 3, "{s}");
+    let failed = s["failed_segments"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{s}");
+    assert!(
+        failed[0]["last_error"].as_str().unwrap().contains("bytes"),
+        "{s}"
+    );
+    let text = scanfleet(&f, &["status", "dead"], &env);
+    assert!(stdout(&text).contains("last error:"), "{}", stdout(&text));
+    f.wait_for_depth(&f.queues.dlq, 1).await;
+    f.wait_for_depth(&f.queues.control, 0).await;
+
+    // Fix the cause (a worker reads the queue's limit at start-up), then reconcile.
+    f.set_queue_attribute(
+        &f.queues.output,
+        QueueAttributeName::MaximumMessageSize,
+        "262144",
+    )
+    .await;
+    // SIGTERM, not kill -9: a killed worker's pending long poll could swallow the redriven
+    // task for a whole visibility timeout.
+    worker.terminate();
+    assert!(
+        common::wait_exit(&mut worker, Duration::from_secs(60))
+            .await
+            .is_some()
+    );
+    worker = f.worker(&env);
+    let out = scanfleet(
+        &f,
+        &["reconcile", "dead", "--redrive-from", &f.queues.dlq],
+        &env,
+    );
+    assert!(out.status.success(), "reconcile: {}", stderr(&out));
+    let report = stdout(&out);
+    assert!(
+        report.contains("moved back from the dead-letter queue"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("re-enqueued"),
+        "the redriven segment was enqueued twice: {report}"
+    );
+    let start = std::time::Instant::now();
+    let s = loop {
+        let s = status_json(&f, &ledger, "dead");
+        if s["state"] != "failed" && s["state"] != "running" {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "job never ended: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["rows_published"], rows + 1, "{s}");
+    assert_eq!(f.depth(&f.queues.dlq).await, 0);
+    let again = scanfleet(&f, &["reconcile", "dead"], &env);
+    assert!(
+        stdout(&again).contains("nothing to reconcile"),
+        "{}",
+        stdout(&again)
+    );
+    assert!(worker.metric("scanfleet_tasks_completed_total", "") >= Some(1.0));
+    drop_table(&f, &ledger).await;
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_suggests_segments_with_its_reasons() {
+    let f = Fixture::new(50, 3).await;
+    let out = scanfleet(&f, &["plan", "--table", &f.table, "--workers", "3"], &[]);
+    assert!(out.status.success(), "plan: {}", stderr(&out));
+    let text = stdout(&out);
+    // A small table on 3 workers × 4 slots: one segment per slot.
+    assert!(text.contains("one segment per 2 GB"), "{text}");
+    assert!(text.ends_with("suggested: --segments 12"), "{text}");
+    let out = scanfleet(&f, &["status", "some-job"], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ledger.table"), "{}", stderr(&out));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicated_task_is_not_counted_twice_and_does_not_rescan_the_segment() {
+    let rows = scaled(300, 150);
+    let f = Fixture::new(rows, 3).await;
+    let ledger = create_ledger(&f);
+    let env = [
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        ("SCANFLEET__WORKER__CHECKPOINT_ROWS", "40"),
+    ];
+    let w = f.worker(&env);
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "1",
+            "--limit-of-rows",
+            "20",
+            "--job-id",
+            "dup",
+            "--wait",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = status_json(&f, &ledger, "dup");
+    assert_eq!(first["rows_published"], rows, "{first}");
+    assert!(first["chunks"].as_u64().unwrap() > 2, "{first}");
+    // The segment's first task again, as a duplicate delivery would bring it.
+    f.send_task(&format!(
+        r#"{{"current_segment":0,"total_segments":1,"limit_of_rows":20,"table":"{}","job_id":"dup"}}"#,
+        f.table
+    ))
+    .await;
+    wait_for("the duplicate", Duration::from_secs(60), || {
+        w.metric("scanfleet_duplicate_chunks_total", "") == Some(1.0)
+    })
+    .await;
+    f.wait_for_depth(&f.queues.control, 0).await;
+    let published = w.metric("scanfleet_rows_published_total", "").unwrap();
+    assert!(
+        published <= (rows + 60) as f64,
+        "the duplicate rescanned the segment: {published} rows published"
+    );
+    let after = status_json(&f, &ledger, "dup");
+    for k in [
+        "state",
+        "segments_done",
+        "chunks",
+        "rows_scanned",
+        "rows_published",
+        "read_units_consumed",
+    ] {
+        assert_eq!(after[k], first[k], "{k} changed: {first} → {after}");
+    }
+    drop_table(&f, &ledger).await;
+    f.cleanup().await;
+}
