@@ -214,8 +214,16 @@ async fn scan(
         .chain(out.read_budget.as_deref())
         .collect();
     loop {
-        for b in &budgets {
-            b.ready().await;
+        // The publisher may end the chunk while the scanner waits out the budget: stop then,
+        // rather than read (and pay for) a page nobody will take.
+        let paced = async {
+            for b in &budgets {
+                b.ready().await;
+            }
+        };
+        tokio::select! {
+            () = paced => {}
+            () = tx.closed() => break,
         }
         let Some(page) = pages.next().await else {
             break;

@@ -191,7 +191,7 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
     let result = with_heartbeat(&shared, &id, &receipt, &task).await;
     let result = match (result, ledger) {
         (Some(Ok(outcome)), Some((ledger, job))) if outcome.end != End::NothingDone => {
-            record_chunk(&shared, ledger, job, &id, &task, outcome, started).await
+            Some(record_chunk(&shared, ledger, job, &id, &task, outcome, started).await)
         }
         (result, _) => result.map(|r| r.map(|o| (o, false))),
     };
@@ -200,12 +200,11 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
             telemetry::task_handed_back(&id, &task);
             release(&shared.control, &id, &receipt, Duration::ZERO).await;
         }
-        Some(Ok((outcome, true))) => {
-            // The ledger shows this chunk's continuation already ran: nothing left to do.
+        Some(Ok((_, true))) => {
+            // The ledger is already past this chunk's continuation: nothing left to do.
             if let Err(e) = shared.control.delete(&receipt).await {
                 telemetry::ack_failed(&id, "delete", &e);
             }
-            drop(outcome);
         }
         Some(Ok((outcome, false))) => match outcome.end {
             End::Finished => match shared.control.delete(&receipt).await {
@@ -257,7 +256,7 @@ async fn record_chunk(
     task: &Task,
     mut outcome: pipeline::Outcome,
     started: Instant,
-) -> Option<Result<(pipeline::Outcome, bool), BoxError>> {
+) -> Result<(pipeline::Outcome, bool), BoxError> {
     let next = match &outcome.end {
         End::Checkpoint(key) => Some(key),
         _ => None,
@@ -273,7 +272,7 @@ async fn record_chunk(
         .record_chunk(task, job, &shared.worker_id, &report)
         .await
     {
-        Ok(Recorded::Counted) => Some(Ok((outcome, false))),
+        Ok(Recorded::Counted) => Ok((outcome, false)),
         Ok(Recorded::Already {
             chunks,
             done,
@@ -284,20 +283,20 @@ async fn record_chunk(
                 (false, Some(key)) => End::Checkpoint(key),
                 _ => End::Finished,
             };
-            Some(Ok((outcome, false)))
+            Ok((outcome, false))
         }
         Ok(Recorded::Already { chunks, .. }) if chunks > task.chunk + 1 => {
             telemetry::duplicate_chunk(id, task, chunks, "dropped");
-            Some(Ok((outcome, true)))
+            Ok((outcome, true))
         }
         Ok(Recorded::Already { chunks, .. }) => {
             // The ledger is behind this task (it was configured mid-job): go on uncounted.
             telemetry::duplicate_chunk(id, task, chunks, "ledger behind; not counted");
-            Some(Ok((outcome, false)))
+            Ok((outcome, false))
         }
         Err(e) => {
             telemetry::ledger_error("chunk", task, e.as_ref());
-            Some(Err(e))
+            Err(e)
         }
     }
 }

@@ -555,3 +555,83 @@ async fn a_duplicated_task_is_not_counted_twice_and_does_not_rescan_the_segment(
     drop_table(&f, &ledger).await;
     f.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_resumes_a_lost_segment_from_the_ledgers_position() {
+    let rows = scaled(400, 200);
+    let f = Fixture::new(rows, 5).await;
+    let ledger = create_ledger(&f);
+    let env = [
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        ("SCANFLEET__WORKER__CHECKPOINT_ROWS", "20"),
+        ("SCANFLEET__CONTROL__VISIBILITY_TIMEOUT_SECONDS", "5"),
+    ];
+    let mut w = f.worker(&env);
+    let budget = scaled(4, 2).to_string();
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "1",
+            "--limit-of-rows",
+            "10",
+            "--job-id",
+            "lost",
+            "--read-units-per-second",
+            &budget,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let start = std::time::Instant::now();
+    while status_json(&f, &ledger, "lost")["chunks"].as_u64().unwrap() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no chunk recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The worker dies and its task is lost (purged): only the ledger knows where it was.
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    f.aws
+        .sqs
+        .purge_queue()
+        .queue_url(&f.queues.control)
+        .send()
+        .await
+        .expect("PurgeQueue");
+    f.wait_for_depth(&f.queues.control, 0).await;
+    let before = status_json(&f, &ledger, "lost");
+    assert_eq!(before["state"], "running", "{before}");
+    let chunks = before["chunks"].as_u64().unwrap();
+
+    let out = scanfleet(&f, &["reconcile", "lost", "--stale-seconds", "0"], &env);
+    assert!(out.status.success(), "reconcile: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("segment 0: re-enqueued at chunk {chunks}")
+    );
+    let _w = f.worker(&env);
+    let start = std::time::Instant::now();
+    let s = loop {
+        let s = status_json(&f, &ledger, "lost");
+        if s["state"] == "done" {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "never done: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(s["rows_published"], rows, "{s}");
+    let received = f.drain_output(rows as usize).await;
+    let distinct: HashSet<_> = received.iter().map(plain_key).collect();
+    assert_eq!(distinct, f.expected_keys(), "rows were lost");
+    drop_table(&f, &ledger).await;
+    f.finish_clean().await;
+}
