@@ -105,40 +105,85 @@ async fn job(
     queues: &devkit::Queues,
     log_dir: &std::path::Path,
 ) -> Result<bool, BoxError> {
+    // The job ledger, so `enqueue --wait` can show the job's progress.
+    let ledger = format!("{table}-ledger");
+    let out = Command::new(binary)
+        .args(["ledger", "create"])
+        .env("SCANFLEET__LEDGER__TABLE", &ledger)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "ledger create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let result = job_with_ledger(aws, args, binary, table, queues, log_dir, &ledger).await;
+    let _ = aws.dynamodb.delete_table().table_name(&ledger).send().await;
+    result
+}
+
+async fn job_with_ledger(
+    aws: &Aws,
+    args: &Args,
+    binary: &std::path::Path,
+    table: &str,
+    queues: &devkit::Queues,
+    log_dir: &std::path::Path,
+    ledger: &str,
+) -> Result<bool, BoxError> {
     // A short long poll so the workers notice the end of the demo quickly.
-    let env = [("SCANFLEET__CONTROL__WAIT_TIME_SECONDS", "2".to_owned())];
+    let env = [
+        ("SCANFLEET__CONTROL__WAIT_TIME_SECONDS", "2".to_owned()),
+        ("SCANFLEET__LEDGER__TABLE", ledger.to_owned()),
+    ];
     let workers = (0..args.workers)
         .map(|_| WorkerProcess::start(binary, queues, table, &env, log_dir))
         .collect::<Result<Vec<_>, _>>()?;
 
     let started = Instant::now();
-    let out = Command::new(binary)
+    let job_id = uuid::Uuid::new_v4().to_string();
+    println!("enqueuing job {job_id}; `scanfleet enqueue --wait` follows it in the ledger:");
+    // stderr is inherited: on a terminal, the progress bar moves while the demo drains the
+    // output queue (the demo's consumer) at the same time.
+    let mut wait = tokio::process::Command::new(binary)
         .args([
             "enqueue",
             "--table",
             table,
             "--segments",
             &args.segments.to_string(),
+            "--job-id",
+            &job_id,
+            "--wait",
+            "--progress-every",
+            "2",
         ])
         .args(["--limit-of-rows", &args.limit_of_rows.to_string()])
         .env("SCANFLEET__CONTROL__QUEUE_URL", &queues.control)
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("enqueue failed: {}", String::from_utf8_lossy(&out.stderr)).into());
-    }
-    let job_id = String::from_utf8(out.stdout)?.trim().to_owned();
-    println!("enqueued job {job_id}");
+        .env("SCANFLEET__LEDGER__TABLE", ledger)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
 
     let expected = args.rows as usize;
-    let received = devkit::drain_until(
-        aws,
-        &queues.output,
-        Duration::from_secs(600),
-        Duration::from_secs(2),
-        |got| got.len() >= expected,
-    )
-    .await?;
+    let (received, waited) = tokio::join!(
+        devkit::drain_until(
+            aws,
+            &queues.output,
+            Duration::from_secs(600),
+            Duration::from_secs(2),
+            |got| got.len() >= expected,
+        ),
+        wait.wait()
+    );
+    let received = received?;
+    let wait_ok = waited?.success();
     let elapsed = started.elapsed();
+    let ledger_out = Command::new(binary)
+        .args(["status", &job_id, "--json"])
+        .env("SCANFLEET__LEDGER__TABLE", ledger)
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&ledger_out.stdout).unwrap_or_default();
     let control_left = devkit::queue_depth(aws, &queues.control).await?;
     let dlq = devkit::queue_depth(aws, &queues.dlq).await?;
     let published: f64 = workers
@@ -163,11 +208,21 @@ async fn job(
             Some((v["PK"].as_str()?.to_owned(), v["SK"].as_str()?.to_owned()))
         })
         .collect();
-    let ok = keys.len() as u64 == table_rows && control_left == 0 && dlq == 0;
+    let ledger_rows = status["rows_published"].as_u64().unwrap_or(0);
+    let ok = keys.len() as u64 == table_rows
+        && control_left == 0
+        && dlq == 0
+        && wait_ok
+        && ledger_rows == table_rows;
     println!();
     println!("== summary (job {job_id})");
     println!("rows in table            {table_rows}");
     println!("rows published (metric)  {published}");
+    println!(
+        "rows published (ledger)  {ledger_rows}  (job {}, enqueue --wait exit {})",
+        status["state"].as_str().unwrap_or("?"),
+        if wait_ok { "0" } else { "non-zero" }
+    );
     println!("messages received        {}", received.len());
     println!("distinct keys received   {}", keys.len());
     println!("duplicates               {}", received.len() - keys.len());

@@ -28,7 +28,7 @@ for emulator in $emulators; do
   env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     SCANFLEET_TEST_EMULATOR="$emulator" \
-    cargo test --locked --no-fail-fast --test emulator --test faults
+    cargo test --locked --no-fail-fast --test emulator --test faults --test jobs
   scripts/emulator.sh stop "$emulator"
   running=${running/ $emulator/}
 done

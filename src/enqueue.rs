@@ -4,6 +4,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::batch::MAX_BATCH_ENTRIES;
+use crate::expression::RawScanOptions;
 use crate::sqs;
 use crate::task::{self, TablePolicy, TaskMessage};
 
@@ -16,6 +17,10 @@ pub struct Job {
     pub segments: u32,
     pub limit_of_rows: Option<u32>,
     pub job_id: String,
+    /// Filter, projection, consistent reads: copied into every task.
+    pub options: RawScanOptions,
+    /// The job's read budget (units per second), stored in every task.
+    pub read_units_per_second: Option<f64>,
 }
 
 /// The table named on the command line is the only one these tasks use.
@@ -36,6 +41,31 @@ pub enum EnqueueError {
     Invalid(#[from] task::Rejection),
     #[error(transparent)]
     Send(#[from] sqs::SendError),
+    #[error("invalid job: DynamoDB rejected the scan expressions: {0}")]
+    Probe(String),
+}
+
+/// Asks DynamoDB to check the job's expressions against the table with a one-row scan
+/// (a fraction of a read unit), so a syntax error or a type mismatch is reported now, by
+/// `enqueue`, rather than by every task failing into the dead-letter queue.
+pub async fn probe(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    options: &crate::expression::ScanOptions,
+) -> Result<(), EnqueueError> {
+    let (projection, names) = options.scan_projection(&[]);
+    dynamodb
+        .scan()
+        .table_name(table)
+        .limit(1)
+        .set_filter_expression(options.filter_expression.clone())
+        .set_projection_expression(projection)
+        .set_expression_attribute_names(names)
+        .set_expression_attribute_values(options.scan_values())
+        .send()
+        .await
+        .map_err(|e| EnqueueError::Probe(crate::error_chain(&e)))?;
+    Ok(())
 }
 
 /// The task bodies of a job, validated by the same rules the workers apply.
@@ -50,6 +80,12 @@ pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
                 job_id: Some(job.job_id.clone()),
                 exclusive_start_key: None,
                 chunk: None,
+                filter_expression: job.options.filter_expression.clone(),
+                projection_expression: job.options.projection_expression.clone(),
+                expression_attribute_names: job.options.expression_attribute_names.clone(),
+                expression_attribute_values: job.options.expression_attribute_values.clone(),
+                consistent_read: job.options.consistent_read,
+                read_units_per_second: job.read_units_per_second,
             };
             let body = serde_json::to_string(&msg).expect("task messages always serialize");
             task::parse(&body, &Only(&job.table))?;
@@ -96,6 +132,8 @@ mod tests {
             segments,
             limit_of_rows: Some(3000),
             job_id: "j1".into(),
+            options: RawScanOptions::default(),
+            read_units_per_second: None,
         }
     }
 
@@ -136,5 +174,12 @@ mod tests {
         j.limit_of_rows = None;
         j.job_id = String::new();
         assert!(task_bodies(&j).unwrap_err().to_string().contains("job_id"));
+        let mut j = job(2);
+        j.options.filter_expression = Some("begins_with(SK, :p)".into());
+        let e = task_bodies(&j).unwrap_err().to_string();
+        assert!(e.contains(":p"), "{e}");
+        j.options.expression_attribute_values = Some(serde_json::json!({":p": {"S": "A"}}));
+        let bodies = task_bodies(&j).unwrap();
+        assert!(bodies[1].contains(r#""expression_attribute_values":{":p":{"S":"A"}}"#));
     }
 }

@@ -201,6 +201,79 @@ pub fn key_to_json(key: &Item) -> serde_json::Value {
     serde_json::to_value(DynamoItem(key)).expect("keys are scalars and always serialize")
 }
 
+/// Reads any attribute value from DynamoDB attribute-value JSON (`{"S":"a"}`, `{"L":[…]}`, …),
+/// e.g. an `expression_attribute_values` entry. The error says what is wrong where.
+pub fn value_from_json(v: &serde_json::Value) -> Result<AttributeValue, String> {
+    let typed = v
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or("must be an object with exactly one type key, like {\"S\":\"a\"}")?;
+    let (ty, inner) = typed.iter().next().expect("len checked");
+    let string = |x: &serde_json::Value| {
+        x.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{ty} takes a string, got {x}"))
+    };
+    let number = |x: &serde_json::Value| {
+        let text = string(x)?;
+        text.parse::<serde_json::Number>()
+            .map(|_| text.clone())
+            .map_err(|_| format!("{text:?} is not a number"))
+    };
+    let blob = |x: &serde_json::Value| {
+        let text = string(x)?;
+        B64.decode(&text)
+            .map(Blob::new)
+            .map_err(|_| format!("{text:?} is not base64"))
+    };
+    let list = |x: &serde_json::Value| {
+        x.as_array()
+            .cloned()
+            .ok_or_else(|| format!("{ty} takes an array, got {x}"))
+    };
+    Ok(match ty.as_str() {
+        "S" => AttributeValue::S(string(inner)?),
+        "N" => AttributeValue::N(number(inner)?),
+        "B" => AttributeValue::B(blob(inner)?),
+        "BOOL" => AttributeValue::Bool(
+            inner
+                .as_bool()
+                .ok_or_else(|| format!("BOOL takes true or false, got {inner}"))?,
+        ),
+        "NULL" if inner == &serde_json::Value::Bool(true) => AttributeValue::Null(true),
+        "NULL" => return Err(format!("NULL takes true, got {inner}")),
+        "SS" => AttributeValue::Ss(list(inner)?.iter().map(string).collect::<Result<_, _>>()?),
+        "NS" => AttributeValue::Ns(list(inner)?.iter().map(number).collect::<Result<_, _>>()?),
+        "BS" => AttributeValue::Bs(list(inner)?.iter().map(blob).collect::<Result<_, _>>()?),
+        "L" => AttributeValue::L(
+            list(inner)?
+                .iter()
+                .map(value_from_json)
+                .collect::<Result<_, _>>()?,
+        ),
+        "M" => AttributeValue::M(
+            inner
+                .as_object()
+                .ok_or_else(|| format!("M takes an object, got {inner}"))?
+                .iter()
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        value_from_json(v).map_err(|e| format!("{k}: {e}"))?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        other => return Err(format!("unknown DynamoDB type {other:?}")),
+    })
+}
+
+/// Writes an item (or a map of values) as DynamoDB attribute-value JSON; the inverse of
+/// [`value_from_json`] applied to each entry.
+pub fn item_to_json(item: &Item) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(DynamoItem(item))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +400,35 @@ mod tests {
             json!({"PK": {"S": "a", "N": "1"}}),
         ] {
             assert!(key_from_json(&bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn any_value_round_trips_through_dynamodb_json() {
+        let v = json!({
+            ":s": {"S": "PREFIX-"}, ":n": {"N": "12.50"}, ":b": {"B": "AAE="},
+            ":t": {"BOOL": true}, ":z": {"NULL": true}, ":ss": {"SS": ["a"]},
+            ":ns": {"NS": ["1", "2"]}, ":l": {"L": [{"N": "1"}, {"S": "x"}]},
+            ":m": {"M": {"k": {"S": "v"}}}
+        });
+        let item: Item = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), value_from_json(v).unwrap()))
+            .collect();
+        assert_eq!(item_to_json(&item).unwrap(), v);
+        for (bad, needle) in [
+            (json!("a"), "one type key"),
+            (json!({"S": 1}), "string"),
+            (json!({"N": "ten"}), "not a number"),
+            (json!({"X": "1"}), "unknown"),
+            (json!({"NULL": false}), "NULL"),
+            (json!({"M": {"k": {"N": "x"}}}), "k:"),
+            (json!({"S": "a", "N": "1"}), "one type key"),
+        ] {
+            let e = value_from_json(&bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
         }
     }
 }

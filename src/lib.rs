@@ -4,11 +4,16 @@
 //! modules of its own; `sqs`, `pipeline` and `worker` own the I/O.
 
 pub mod batch;
+pub mod budget;
 pub mod devkit;
 pub mod enqueue;
+pub mod expression;
 pub mod http;
 pub mod item;
+pub mod jobs;
+pub mod ledger;
 pub mod pipeline;
+pub mod plan;
 pub mod retry;
 pub mod settings;
 pub mod sqs;

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,8 +8,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use scanfleet::budget::ReadBudget;
 use scanfleet::enqueue::{self, Job};
+use scanfleet::expression::RawScanOptions;
+use scanfleet::jobs;
+use scanfleet::ledger::{self, JobRecord, Ledger};
 use scanfleet::pipeline::{Checkpointing, KeySchemas, Output};
+use scanfleet::plan;
 use scanfleet::sqs;
 use std::time::Duration;
 
@@ -30,6 +36,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the worker daemon: take segment tasks from the control queue until SIGTERM/SIGINT.
@@ -48,7 +56,104 @@ enum Command {
         /// Job id carried by every task and output message (default: a new UUID).
         #[arg(long)]
         job_id: Option<String>,
+        #[command(flatten)]
+        scan: ScanArgs,
+        /// Read budget of the whole job in read capacity units per second (0: unlimited);
+        /// each of the N tasks paces itself to R / N.
+        #[arg(long, value_name = "R")]
+        read_units_per_second: Option<f64>,
+        /// Follow the job in the ledger until it ends: exit 0 when every segment is done,
+        /// non-zero when a task was dead-lettered. Needs ledger.table.
+        #[arg(long)]
+        wait: bool,
+        /// Without a terminal, seconds between progress lines of --wait.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        progress_every: u64,
     },
+    /// Print a job's progress from the ledger: segments, rows, read units, skew, failures.
+    Status {
+        job_id: String,
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-enqueue the job's segments that are neither done nor in flight, from the ledger's
+    /// position; optionally first move the job's tasks back from the dead-letter queue.
+    Reconcile {
+        job_id: String,
+        /// Dead-letter queue URL to move this job's tasks back from.
+        #[arg(long, value_name = "DLQ_URL")]
+        redrive_from: Option<String>,
+        /// A running segment with no sign of life for this long is not in flight.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        stale_seconds: u64,
+        /// Go on even though the control queue is not empty.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Suggest --segments for a table (DescribeTable), with the reasoning.
+    Plan {
+        #[arg(long)]
+        table: String,
+        /// Number of worker processes (their worker.concurrency comes from the configuration).
+        #[arg(long, value_name = "K")]
+        workers: Option<u32>,
+    },
+    /// Manage the job ledger table.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Create the ledger table named by ledger.table (on-demand billing); idempotent.
+    Create,
+}
+
+/// What each Scan request of the job reads and sends.
+#[derive(clap::Args)]
+struct ScanArgs {
+    /// FilterExpression, e.g. 'begins_with(#sk, :prefix)'; rows it rejects are not sent.
+    #[arg(long)]
+    filter_expression: Option<String>,
+    /// ProjectionExpression: the attributes to send (the primary key is always sent).
+    #[arg(long)]
+    projection_expression: Option<String>,
+    /// ExpressionAttributeNames as JSON, e.g. '{"#sk":"SK"}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_names)]
+    expression_attribute_names: Option<BTreeMap<String, String>>,
+    /// ExpressionAttributeValues as DynamoDB JSON, e.g. '{":prefix":{"S":"PREFIX-1"}}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
+    expression_attribute_values: Option<serde_json::Value>,
+    /// Strongly consistent reads (twice the read capacity).
+    #[arg(long)]
+    consistent_read: bool,
+}
+
+impl ScanArgs {
+    fn into_raw(self) -> RawScanOptions {
+        RawScanOptions {
+            filter_expression: self.filter_expression,
+            projection_expression: self.projection_expression,
+            expression_attribute_names: self.expression_attribute_names,
+            expression_attribute_values: self.expression_attribute_values,
+            consistent_read: self.consistent_read.then_some(true),
+        }
+    }
+}
+
+fn parse_names(text: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a JSON object of strings: {e}"))
+}
+
+fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err("must be a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -65,15 +170,39 @@ fn main() -> ExitCode {
             segments,
             limit_of_rows,
             job_id,
+            scan,
+            read_units_per_second,
+            wait,
+            progress_every,
         } => {
             let job = Job {
                 table,
                 segments,
                 limit_of_rows,
                 job_id: job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                options: scan.into_raw(),
+                read_units_per_second,
             };
-            runtime.block_on(run_enqueue(settings, job))
+            let wait = wait.then(|| Duration::from_secs(progress_every.max(1)));
+            runtime.block_on(run_enqueue(settings, job, wait))
         }
+        Command::Status { job_id, json } => runtime.block_on(run_status(settings, job_id, json)),
+        Command::Reconcile {
+            job_id,
+            redrive_from,
+            stale_seconds,
+            force,
+        } => runtime.block_on(run_reconcile(
+            settings,
+            job_id,
+            redrive_from,
+            stale_seconds,
+            force,
+        )),
+        Command::Plan { table, workers } => runtime.block_on(run_plan(settings, table, workers)),
+        Command::Ledger {
+            command: LedgerCommand::Create,
+        } => runtime.block_on(run_ledger_create(settings)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,16 +215,139 @@ fn fail(e: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-type BoxError = Box<dyn std::error::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn run_enqueue(settings: Settings, job: Job) -> Result<(), BoxError> {
+/// The ledger, or an error naming the setting `command` needs.
+async fn ledger(settings: &Settings, command: &str) -> Result<Ledger, BoxError> {
+    let table = settings.ledger.table().ok_or_else(|| {
+        format!(
+            "configuration: ledger.table is required for {command} (env SCANFLEET__LEDGER__TABLE)"
+        )
+    })?;
+    let aws = scanfleet::aws_config().await;
+    Ok(Ledger::new(aws_sdk_dynamodb::Client::new(&aws), table))
+}
+
+async fn run_status(settings: Settings, job: String, json: bool) -> Result<(), BoxError> {
+    telemetry::init_logging(&settings.log);
+    let ledger = ledger(&settings, "status").await?;
+    let summary = jobs::status(&ledger, &job).await?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(())
+}
+
+async fn run_reconcile(
+    settings: Settings,
+    job: String,
+    redrive_from: Option<String>,
+    stale_seconds: u64,
+    force: bool,
+) -> Result<(), BoxError> {
     settings.validate_for_enqueue()?;
     telemetry::init_logging(&settings.log);
-    let client = aws_sdk_sqs::Client::new(&scanfleet::aws_config().await);
+    let ledger = ledger(&settings, "reconcile").await?;
+    let sqs_client = aws_sdk_sqs::Client::new(&scanfleet::aws_config().await);
+    let opts = jobs::ReconcileOptions {
+        control_url: &settings.control.queue_url,
+        redrive_from: redrive_from.as_deref(),
+        stale_seconds,
+        force,
+    };
+    let done = jobs::reconcile(&ledger, &sqs_client, &job, &opts).await?;
+    for seg in &done.redriven {
+        println!("segment {seg}: task moved back from the dead-letter queue");
+    }
+    for (seg, chunk) in &done.reenqueued {
+        println!("segment {seg}: re-enqueued at chunk {chunk}");
+    }
+    if done.redriven.is_empty() && done.reenqueued.is_empty() {
+        println!("nothing to reconcile: every segment is done or in flight");
+    }
+    Ok(())
+}
+
+async fn run_plan(settings: Settings, table: String, workers: Option<u32>) -> Result<(), BoxError> {
+    telemetry::init_logging(&settings.log);
+    let aws = scanfleet::aws_config().await;
+    let (size, items) = plan::describe(&aws_sdk_dynamodb::Client::new(&aws), &table).await?;
+    let p = plan::plan(size, items, workers, settings.worker.concurrency);
+    for reason in &p.reasons {
+        println!("- {reason}");
+    }
+    println!("suggested: --segments {}", p.segments);
+    Ok(())
+}
+
+async fn run_ledger_create(settings: Settings) -> Result<(), BoxError> {
+    telemetry::init_logging(&settings.log);
+    let ledger = ledger(&settings, "ledger create").await?;
+    if ledger.create_table().await? {
+        println!("created ledger table {} (on-demand billing)", ledger.table);
+    } else {
+        println!("ledger table {} already exists", ledger.table);
+    }
+    Ok(())
+}
+
+async fn run_enqueue(settings: Settings, job: Job, wait: Option<Duration>) -> Result<(), BoxError> {
+    settings.validate_for_enqueue()?;
+    telemetry::init_logging(&settings.log);
+    if wait.is_some() && settings.ledger.table().is_none() {
+        return Err("configuration: ledger.table is required for enqueue --wait (env SCANFLEET__LEDGER__TABLE)".into());
+    }
+    // Validated by the workers' rules first (nothing is sent for a bad job), then, when the
+    // job has expressions, by DynamoDB itself with a one-row probe scan.
+    enqueue::task_bodies(&job)?;
+    let aws = scanfleet::aws_config().await;
+    let options = job
+        .options
+        .clone()
+        .validate()
+        .expect("checked by task_bodies");
+    if options.has_expressions() {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+        enqueue::probe(&dynamodb, &job.table, &options).await?;
+    }
+    let ledger = match settings.ledger.table() {
+        Some(table) => {
+            let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), table);
+            let template = enqueue::task_bodies(&job)?.swap_remove(0);
+            ledger
+                .record_job(&JobRecord {
+                    job_id: job.job_id.clone(),
+                    table: job.table.clone(),
+                    segments_total: job.segments,
+                    created_at: ledger::now_secs(),
+                    task_template: template,
+                    read_units_per_second: job.read_units_per_second,
+                })
+                .await?;
+            Some(ledger)
+        }
+        None => None,
+    };
+    let client = aws_sdk_sqs::Client::new(&aws);
     enqueue::enqueue(&client, &settings.control.queue_url, &job).await?;
     info!(job_id = %job.job_id, segments = job.segments, table = %job.table, "job enqueued");
     println!("{}", job.job_id);
-    Ok(())
+    let (Some(every), Some(ledger)) = (wait, ledger) else {
+        return Ok(());
+    };
+    let summary = jobs::wait(&ledger, &job.job_id, every).await?;
+    eprint!("{}", summary.render());
+    if summary.state == "done" {
+        Ok(())
+    } else {
+        Err(format!(
+            "job {} failed: {} segments were dead-lettered; fix the cause, then run `scanfleet reconcile {} --redrive-from DLQ_URL`",
+            job.job_id, summary.segments_failed, job.job_id
+        )
+        .into())
+    }
 }
 
 async fn run_worker(settings: Settings) -> Result<(), BoxError> {
@@ -139,6 +391,8 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
             every: Duration::from_secs(settings.worker.checkpoint_seconds),
         },
         key_schemas: KeySchemas::default(),
+        read_budget: (settings.scan.read_units_per_second > 0.0)
+            .then(|| Arc::new(ReadBudget::new(settings.scan.read_units_per_second))),
     };
     let control = ControlQueue {
         client: sqs_client,
@@ -162,7 +416,11 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
         metrics = %settings.metrics.listen,
         "worker started"
     );
-    worker::run(&settings, control, output, health, shutdown).await;
+    let ledger = settings
+        .ledger
+        .table()
+        .map(|t| Ledger::new(aws_sdk_dynamodb::Client::new(&aws), t));
+    worker::run(&settings, control, output, ledger, health, shutdown).await;
     // The metrics endpoint stays up through the drain, so the last figures can be scraped.
     server_stop.cancel();
     let _ = server.await;

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batcher, TooLarge};
+use crate::budget::{self, ReadBudget};
 use crate::item;
 pub use crate::item::Item;
 use crate::settings::OutputFormat;
@@ -58,36 +59,47 @@ pub struct Output {
     pub in_flight: Arc<Semaphore>,
     pub checkpointing: Checkpointing,
     pub key_schemas: KeySchemas,
+    /// `scan.read_units_per_second`: one bucket for every task of the worker.
+    pub read_budget: Option<Arc<ReadBudget>>,
 }
 
-/// Primary-key attribute names per table, read once with DescribeTable.
+/// A table's primary key, read once with DescribeTable.
+#[derive(Debug, Clone)]
+pub struct TableKey {
+    /// Key attribute names, sorted (the order `row_id` hashes them in).
+    pub names: Vec<String>,
+    /// The partition (hash) key attribute: FIFO output groups rows by its value.
+    pub partition: String,
+}
+
+/// Primary keys per table, read once with DescribeTable.
 #[derive(Default)]
-pub struct KeySchemas(Mutex<HashMap<String, Arc<[String]>>>);
+pub struct KeySchemas(Mutex<HashMap<String, Arc<TableKey>>>);
 
 impl KeySchemas {
     async fn get(
         &self,
         client: &aws_sdk_dynamodb::Client,
         table: &str,
-    ) -> Result<Arc<[String]>, SdkError<DescribeTableError, HttpResponse>> {
+    ) -> Result<Arc<TableKey>, SdkError<DescribeTableError, HttpResponse>> {
         if let Some(k) = self.0.lock().expect("not poisoned").get(table) {
             return Ok(k.clone());
         }
         let out = client.describe_table().table_name(table).send().await?;
-        let mut names: Vec<String> = out
-            .table
-            .and_then(|t| t.key_schema)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|k| k.attribute_name)
-            .collect();
+        let schema = out.table.and_then(|t| t.key_schema).unwrap_or_default();
+        let partition = schema
+            .iter()
+            .find(|k| k.key_type == aws_sdk_dynamodb::types::KeyType::Hash)
+            .map(|k| k.attribute_name.clone())
+            .unwrap_or_default();
+        let mut names: Vec<String> = schema.into_iter().map(|k| k.attribute_name).collect();
         names.sort();
-        let names: Arc<[String]> = names.into();
+        let key = Arc::new(TableKey { names, partition });
         self.0
             .lock()
             .expect("not poisoned")
-            .insert(table.to_owned(), names.clone());
-        Ok(names)
+            .insert(table.to_owned(), key.clone());
+        Ok(key)
     }
 }
 
@@ -104,8 +116,15 @@ pub enum End {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
+    /// Rows of the pages this run took (sent, or diverted as oversize).
     pub rows: u64,
     pub end: End,
+    /// Rows DynamoDB read for those pages (`ScannedCount`: before the filter).
+    pub scanned: u64,
+    /// Rows accepted by the output queue.
+    pub published: u64,
+    /// Read capacity those pages consumed.
+    pub read_units: f64,
 }
 
 /// Why a segment could not be completed.
@@ -139,6 +158,8 @@ pub enum SegmentError {
 struct Page {
     items: Vec<Item>,
     next: Option<Item>,
+    scanned: u64,
+    units: f64,
 }
 
 /// Scans the task's segment from its start key and publishes every row until the segment ends
@@ -148,18 +169,26 @@ pub async fn run_segment(
     task: &Task,
     stop: &CancellationToken,
 ) -> Result<Outcome, SegmentError> {
-    let key_names = out.key_schemas.get(&out.dynamodb, &task.table).await?;
+    let key = out.key_schemas.get(&out.dynamodb, &task.table).await?;
+    let key_names = &key.names[..];
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
     // try_join: the first error drops the other half, which stops it (a closed channel ends
     // the scanner; dropping the JoinSet aborts batches still in flight).
     let ((), outcome) = tokio::try_join!(
-        scan(out, task, tx),
-        publish(out, task, &key_names, rx, stop)
+        scan(out, task, key_names, tx),
+        publish(out, task, &key, rx, stop)
     )?;
     Ok(outcome)
 }
 
-async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), SegmentError> {
+async fn scan(
+    out: &Output,
+    task: &Task,
+    key_names: &[String],
+    tx: mpsc::Sender<Page>,
+) -> Result<(), SegmentError> {
+    let options = &task.options;
+    let (projection, names) = options.scan_projection(key_names);
     let mut pages = out
         .dynamodb
         .scan()
@@ -168,9 +197,22 @@ async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), S
         .total_segments(task.total_segments)
         .set_limit(task.page_size)
         .set_exclusive_start_key(task.exclusive_start_key.clone())
+        .set_filter_expression(options.filter_expression.clone())
+        .set_projection_expression(projection)
+        .set_expression_attribute_names(names)
+        .set_expression_attribute_values(options.scan_values())
+        .set_consistent_read(options.consistent_read.then_some(true))
         .return_consumed_capacity(ReturnConsumedCapacity::Total)
         .into_paginator()
         .send();
+    // The job's budget, split over its segments (see crate::budget), and the worker's.
+    let task_budget = task
+        .read_units_per_second
+        .map(|r| ReadBudget::new(budget::per_task_rate(r, task.total_segments)));
+    let budgets: Vec<&ReadBudget> = task_budget
+        .iter()
+        .chain(out.read_budget.as_deref())
+        .collect();
     loop {
         // Reserve the channel slot *before* reading the next page, so a worker holds at most
         // the page being published plus one read ahead, never a third one waiting to be sent.
@@ -179,6 +221,17 @@ async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), S
             // simply read again by whoever continues the segment.
             break;
         };
+        // The publisher may end the chunk while the scanner waits out the budget: stop then,
+        // rather than read (and pay for) a page nobody will take.
+        let paced = async {
+            for b in &budgets {
+                b.ready().await;
+            }
+        };
+        tokio::select! {
+            () = paced => {}
+            () = tx.closed() => break,
+        }
         let Some(page) = pages.next().await else {
             break;
         };
@@ -189,8 +242,17 @@ async fn scan(out: &Output, task: &Task, tx: mpsc::Sender<Page>) -> Result<(), S
             .and_then(|c| c.capacity_units)
             .unwrap_or(0.0);
         telemetry::page_scanned(items.len(), units);
+        for b in &budgets {
+            b.charge(units);
+        }
         let next = page.last_evaluated_key.filter(|k| !k.is_empty());
-        slot.send(Page { items, next });
+        let scanned = u64::try_from(page.scanned_count).unwrap_or(0);
+        slot.send(Page {
+            items,
+            next,
+            scanned,
+            units,
+        });
     }
     Ok(())
 }
@@ -269,6 +331,37 @@ pub fn row_id(table: &str, key_names: &[String], row: &Item) -> String {
     format!("{:032x}", h.digest128())
 }
 
+/// Whether an SQS queue URL names a FIFO queue (SQS requires the `.fifo` suffix).
+pub fn is_fifo(queue_url: &str) -> bool {
+    queue_url.ends_with(".fifo")
+}
+
+/// Longest `MessageGroupId` SQS accepts.
+const MAX_GROUP_ID_LEN: usize = 128;
+
+/// The FIFO `MessageGroupId` of a row: its partition-key value, so the rows of one partition
+/// stay in one group. SQS allows 1–128 characters from printable ASCII; a value outside that
+/// (longer, non-ASCII, binary, or missing) is replaced by `h-` and a 128-bit hash of the typed
+/// value, which is just as stable.
+pub fn fifo_group_id(partition_value: Option<&AttributeValue>) -> String {
+    let usable = |text: &str| {
+        (1..=MAX_GROUP_ID_LEN).contains(&text.len())
+            && text.bytes().all(|b| (33..=126).contains(&b))
+    };
+    let (tag, bytes): (&[u8], &[u8]) = match partition_value {
+        Some(AttributeValue::S(s)) if usable(s) => return s.clone(),
+        Some(AttributeValue::N(n)) if usable(n) => return n.clone(),
+        Some(AttributeValue::S(s)) => (b"S", s.as_bytes()),
+        Some(AttributeValue::N(n)) => (b"N", n.as_bytes()),
+        Some(AttributeValue::B(b)) => (b"B", b.as_ref()),
+        _ => (b"-", b""),
+    };
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(tag);
+    h.update(bytes);
+    format!("h-{:032x}", h.digest128())
+}
+
 /// The row's primary key as DynamoDB JSON, for messages about the row.
 fn key_json(key_names: &[String], row: &Item) -> serde_json::Value {
     let key: Item = key_names
@@ -281,10 +374,12 @@ fn key_json(key_names: &[String], row: &Item) -> serde_json::Value {
 async fn publish(
     out: &Output,
     task: &Task,
-    key_names: &[String],
+    key: &TableKey,
     mut rx: mpsc::Receiver<Page>,
     stop: &CancellationToken,
 ) -> Result<Outcome, SegmentError> {
+    let key_names = &key.names[..];
+    let fifo = is_fifo(&out.queue_url);
     let attrs = RowAttributes::for_task(task);
     let max_message = out.max_message_bytes.min(out.max_batch_bytes);
     let mut batcher = Batcher::new(out.max_batch_bytes);
@@ -292,6 +387,7 @@ async fn publish(
     let started = Instant::now();
     let mut rows = 0u64;
     let mut pages = 0u64;
+    let (mut scanned, mut diverted, mut read_units) = (0u64, 0u64, 0f64);
     // Where the segment goes on after the last page published (`None` after the final page).
     let mut resume: Option<Item> = None;
     let end = loop {
@@ -313,6 +409,8 @@ async fn publish(
         };
         pages += 1;
         rows += page.items.len() as u64;
+        scanned += page.scanned;
+        read_units += page.units;
         // Rows are consumed as they are encoded, so a page's items are freed while it is
         // published rather than after.
         for row in page.items {
@@ -320,12 +418,22 @@ async fn publish(
             let size = body.len() + attrs.size;
             if size > max_message {
                 divert_oversize(out, task, key_names, &row, size, max_message).await?;
+                diverted += 1;
                 continue;
             }
-            let entry = SendMessageBatchRequestEntry::builder()
+            let id = row_id(&task.table, key_names, &row);
+            let mut entry = SendMessageBatchRequestEntry::builder()
                 .id("") // numbered when the batch is closed
-                .message_body(body)
-                .set_message_attributes(Some(attrs.for_row(row_id(&task.table, key_names, &row))))
+                .message_body(body);
+            if fifo {
+                // SQS drops a message whose deduplication id it saw in the last 5 minutes,
+                // so a repeated chunk is delivered once (within that window).
+                entry = entry
+                    .message_group_id(fifo_group_id(row.get(&key.partition)))
+                    .message_deduplication_id(id.clone());
+            }
+            let entry = entry
+                .set_message_attributes(Some(attrs.for_row(id)))
                 .build()
                 .expect("id and body are set");
             drop(row);
@@ -349,7 +457,13 @@ async fn publish(
     while let Some(done) = in_flight.join_next().await {
         done.expect("batch sends do not panic")?;
     }
-    Ok(Outcome { rows, end })
+    Ok(Outcome {
+        rows,
+        end,
+        scanned,
+        published: rows - diverted,
+        read_units,
+    })
 }
 
 /// A row too large for the output queue: recorded on the oversize queue if there is one,
@@ -379,12 +493,17 @@ async fn divert_oversize(
         "size": size,
         "reason": format!("message of {size} bytes exceeds the output queue's limit of {max} bytes"),
     });
-    out.sqs
+    let mut send = out
+        .sqs
         .send_message()
         .queue_url(url)
-        .message_body(record.to_string())
-        .send()
-        .await?;
+        .message_body(record.to_string());
+    if is_fifo(url) {
+        send = send
+            .message_group_id("oversize")
+            .message_deduplication_id(row_id(&task.table, key_names, row));
+    }
+    send.send().await?;
     telemetry::row_oversize(&task.table, &key, size, true);
     Ok(())
 }
@@ -431,6 +550,30 @@ mod tests {
             ("SK".to_owned(), AttributeValue::S(sk.into())),
             ("other".to_owned(), AttributeValue::N("1".into())),
         ])
+    }
+
+    #[test]
+    fn fifo_attributes_come_from_the_partition_key() {
+        assert!(is_fifo("http://localhost/000/rows.fifo"));
+        assert!(!is_fifo("http://localhost/000/rows"));
+        let s = |v: &str| AttributeValue::S(v.into());
+        assert_eq!(fifo_group_id(Some(&s("user#42"))), "user#42");
+        assert_eq!(
+            fifo_group_id(Some(&AttributeValue::N("-12.5".into()))),
+            "-12.5"
+        );
+        // Not allowed as-is: hashed, stably, and never the same for different values.
+        let spaced = fifo_group_id(Some(&s("a b")));
+        assert!(spaced.starts_with("h-") && spaced.len() == 34, "{spaced}");
+        assert_eq!(spaced, fifo_group_id(Some(&s("a b"))));
+        assert_ne!(spaced, fifo_group_id(Some(&s("a c"))));
+        let long = "x".repeat(129);
+        assert!(fifo_group_id(Some(&s(&long))).starts_with("h-"));
+        assert_eq!(fifo_group_id(Some(&s(&"x".repeat(128)))).len(), 128);
+        assert!(fifo_group_id(Some(&s("é"))).starts_with("h-"));
+        let blob = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b"ab".to_vec()));
+        assert_ne!(fifo_group_id(Some(&blob)), fifo_group_id(Some(&s("ab"))));
+        assert!(fifo_group_id(None).starts_with("h-"));
     }
 
     #[test]

@@ -38,6 +38,20 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub ledger: LedgerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// DynamoDB table of the job ledger; empty: no ledger.
+    pub table: String,
+}
+
+impl LedgerSettings {
+    pub fn table(&self) -> Option<&str> {
+        (!self.table.is_empty()).then_some(self.table.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +95,9 @@ pub struct ScanSettings {
     pub default_table: String,
     /// Tables a task may name; empty means only `default_table`.
     pub allowed_tables: Vec<String>,
+    /// Read capacity units per second this worker process may consume, shared by all its
+    /// tasks; 0 means unlimited. A job's own budget (in its tasks) applies as well.
+    pub read_units_per_second: f64,
 }
 
 impl ScanSettings {
@@ -226,6 +243,13 @@ impl Settings {
                 format!("contains an empty table name ({t:?})"),
             ));
         }
+        let rate = self.scan.read_units_per_second;
+        if !(0.0..=crate::budget::MAX_READ_UNITS_PER_SECOND).contains(&rate) {
+            return Err(invalid(
+                "scan.read_units_per_second",
+                format!("must be 0 (unlimited) or positive, at most 1e9, got {rate}"),
+            ));
+        }
         if !(1..=256).contains(&self.worker.concurrency) {
             return Err(invalid(
                 "worker.concurrency",
@@ -313,6 +337,7 @@ mod tests {
             ("SCANFLEET__SCAN__ALLOWED_TABLES", "a,b"),
             ("SCANFLEET__WORKER__CONCURRENCY", "8"),
             ("SCANFLEET__OUTPUT__FORMAT", "dynamodb"),
+            ("SCANFLEET__SCAN__READ_UNITS_PER_SECOND", "2.5"),
             ("OTHER_VAR", "ignored"),
         ]));
         let s = Settings::load_from(None, v).unwrap();
@@ -320,6 +345,9 @@ mod tests {
         assert_eq!(s.control.wait_time_seconds, 20);
         assert_eq!(s.control.visibility_timeout_seconds, 60);
         assert_eq!(s.worker.concurrency, 8);
+        assert_eq!(s.scan.read_units_per_second, 2.5);
+        let defaults = Settings::load_from(None, complete()).unwrap();
+        assert_eq!(defaults.scan.read_units_per_second, 0.0);
         assert_eq!(s.output.format, OutputFormat::Dynamodb);
         assert_eq!(s.scan.allowed_tables, vec!["a", "b"]);
         assert_eq!(s.metrics.listen.to_string(), "0.0.0.0:9090");
@@ -396,6 +424,11 @@ mod tests {
                 "output.queue_url",
             ),
             ("SCANFLEET__METRICS__LISTEN", "nowhere", "metrics.listen"),
+            (
+                "SCANFLEET__SCAN__READ_UNITS_PER_SECOND",
+                "-1",
+                "scan.read_units_per_second",
+            ),
             (
                 "SCANFLEET__WORKER__DRAIN_TIMEOUT_SECONDS",
                 "0",

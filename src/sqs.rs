@@ -187,6 +187,29 @@ impl ControlQueue {
     }
 }
 
+impl ControlQueue {
+    /// The `maxReceiveCount` of the queue's redrive policy, if it has one and it can be read.
+    pub async fn max_receive_count(&self) -> Option<u32> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .ok()?;
+        let policy = out
+            .attributes()?
+            .get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)?;
+        let v: serde_json::Value = serde_json::from_str(policy).ok()?;
+        match &v["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
 /// How many times SQS has delivered this message (1 on first delivery).
 pub fn receive_count(message: &Message) -> u32 {
     message

@@ -4,11 +4,13 @@
 //! (`{"current_segment": 10, "total_segments": 300, "limit_of_rows": 3000}`) plus optional
 //! fields; anything else in a message is an error, so a typo never silently changes a scan.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::MAX_READ_UNITS_PER_SECOND;
+use crate::expression::{RawScanOptions, ScanOptions};
 use crate::item;
 
 /// DynamoDB's limit on `TotalSegments`.
@@ -36,6 +38,25 @@ pub struct TaskMessage {
     /// How many times this segment was continued (0 for the first task of a segment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<i64>,
+    /// Scan `FilterExpression`: rows it rejects are read (and paid for) but not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_expression: Option<String>,
+    /// Scan `ProjectionExpression`: the attributes sent (the primary key always is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection_expression: Option<String>,
+    /// `#placeholder` → attribute name, for both expressions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression_attribute_names: Option<BTreeMap<String, String>>,
+    /// `:placeholder` → DynamoDB attribute-value JSON, for the filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression_attribute_values: Option<serde_json::Value>,
+    /// Strongly consistent reads (twice the read capacity of the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_read: Option<bool>,
+    /// The *job's* read budget in read capacity units per second (0 or absent: unlimited);
+    /// each task paces itself to this divided by `total_segments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_units_per_second: Option<f64>,
 }
 
 /// A validated task, ready to run.
@@ -49,6 +70,10 @@ pub struct Task {
     pub job_id: Option<String>,
     pub exclusive_start_key: Option<HashMap<String, AttributeValue>>,
     pub chunk: u32,
+    /// Filter, projection and read consistency of the scan.
+    pub options: ScanOptions,
+    /// The job's read budget (units per second), if it has one.
+    pub read_units_per_second: Option<f64>,
 }
 
 /// Why a task was rejected. The label is the `reason` of `scanfleet_tasks_rejected_total`.
@@ -62,14 +87,17 @@ pub enum RejectReason {
     TableNotAllowed,
     /// `exclusive_start_key` is not a valid DynamoDB key.
     BadStartKey,
+    /// A filter or projection expression, or their placeholders, are invalid.
+    BadExpression,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 5] = [
         RejectReason::Malformed,
         RejectReason::OutOfRange,
         RejectReason::TableNotAllowed,
         RejectReason::BadStartKey,
+        RejectReason::BadExpression,
     ];
 
     pub fn label(self) -> &'static str {
@@ -78,6 +106,7 @@ impl RejectReason {
             RejectReason::OutOfRange => "out_of_range",
             RejectReason::TableNotAllowed => "table_not_allowed",
             RejectReason::BadStartKey => "bad_start_key",
+            RejectReason::BadExpression => "bad_expression",
         }
     }
 }
@@ -207,6 +236,25 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
             )
         })?),
     };
+    let read_units_per_second = match msg.read_units_per_second {
+        None => None,
+        Some(0.0) => None,
+        Some(r) if r > 0.0 && r <= MAX_READ_UNITS_PER_SECOND => Some(r),
+        Some(r) => {
+            return Err(out_of_range(format!(
+                "read_units_per_second must be 0 (unlimited) or positive, at most {MAX_READ_UNITS_PER_SECOND}, got {r}"
+            )));
+        }
+    };
+    let options = RawScanOptions {
+        filter_expression: msg.filter_expression,
+        projection_expression: msg.projection_expression,
+        expression_attribute_names: msg.expression_attribute_names,
+        expression_attribute_values: msg.expression_attribute_values,
+        consistent_read: msg.consistent_read,
+    }
+    .validate()
+    .map_err(|e| reject(RejectReason::BadExpression, e))?;
     Ok(Task {
         segment: segment as i32,
         total_segments: total as i32,
@@ -215,12 +263,15 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
         job_id: msg.job_id,
         exclusive_start_key,
         chunk,
+        options,
+        read_units_per_second,
     })
 }
 
 impl Task {
     /// The wire form of this task, e.g. for a continuation (with a new start key and chunk).
     pub fn to_message(&self) -> TaskMessage {
+        let raw = self.options.to_raw();
         TaskMessage {
             current_segment: i64::from(self.segment),
             total_segments: i64::from(self.total_segments),
@@ -229,6 +280,12 @@ impl Task {
             job_id: self.job_id.clone(),
             exclusive_start_key: self.exclusive_start_key.as_ref().map(item::key_to_json),
             chunk: (self.chunk > 0).then_some(i64::from(self.chunk)),
+            filter_expression: raw.filter_expression,
+            projection_expression: raw.projection_expression,
+            expression_attribute_names: raw.expression_attribute_names,
+            expression_attribute_values: raw.expression_attribute_values,
+            consistent_read: raw.consistent_read,
+            read_units_per_second: self.read_units_per_second,
         }
     }
 }
@@ -271,6 +328,8 @@ mod tests {
                 job_id: None,
                 exclusive_start_key: None,
                 chunk: 0,
+                options: ScanOptions::default(),
+                read_units_per_second: None,
             }
         );
     }
@@ -301,6 +360,65 @@ mod tests {
         );
         let body = serde_json::to_string(&t.to_message()).unwrap();
         assert_eq!(ok(&body), t);
+    }
+
+    #[test]
+    fn scan_options_are_validated_and_carried_into_continuations() {
+        let t = ok(
+            r##"{"current_segment":0,"total_segments":2,"filter_expression":"begins_with(#sk, :p)",
+            "projection_expression":"#sk, createdAt","expression_attribute_names":{"#sk":"SK"},
+            "expression_attribute_values":{":p":{"S":"PREFIX-1"}},"consistent_read":true}"##,
+        );
+        assert!(t.options.consistent_read);
+        assert_eq!(
+            t.options.filter_expression.as_deref(),
+            Some("begins_with(#sk, :p)")
+        );
+        let continuation = Task {
+            chunk: 1,
+            exclusive_start_key: Some(HashMap::from([(
+                "PK".to_owned(),
+                AttributeValue::S("k".into()),
+            )])),
+            ..t.clone()
+        };
+        let body = serde_json::to_string(&continuation.to_message()).unwrap();
+        assert!(
+            body.contains("begins_with") && body.contains("PREFIX-1"),
+            "{body}"
+        );
+        assert_eq!(ok(&body), continuation);
+        let e = rejected(
+            r#"{"current_segment":0,"total_segments":2,"filter_expression":"a = :missing"}"#,
+        );
+        assert_eq!(e.reason, RejectReason::BadExpression);
+        assert!(e.detail.contains(":missing"), "{e}");
+        let e = rejected(r#"{"current_segment":0,"total_segments":2,"consistent_read":"yes"}"#);
+        assert_eq!(e.reason, RejectReason::Malformed);
+    }
+
+    #[test]
+    fn the_read_budget_is_checked_and_carried() {
+        let t = ok(r#"{"current_segment":1,"total_segments":4,"read_units_per_second":100}"#);
+        assert_eq!(t.read_units_per_second, Some(100.0));
+        let body = serde_json::to_string(
+            &Task {
+                chunk: 2,
+                ..t.clone()
+            }
+            .to_message(),
+        )
+        .unwrap();
+        assert_eq!(ok(&body).read_units_per_second, Some(100.0));
+        let t = ok(r#"{"current_segment":1,"total_segments":4,"read_units_per_second":0}"#);
+        assert_eq!(t.read_units_per_second, None, "0 means unlimited");
+        for bad in ["-1", "1e10"] {
+            let e = rejected(&format!(
+                r#"{{"current_segment":1,"total_segments":4,"read_units_per_second":{bad}}}"#
+            ));
+            assert_eq!(e.reason, RejectReason::OutOfRange, "{bad}");
+            assert!(e.detail.contains("read_units_per_second"), "{e}");
+        }
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub mod names {
     pub const CHECKPOINTS: &str = "scanfleet_checkpoints_total";
     pub const ROWS_OVERSIZE: &str = "scanfleet_rows_oversize_total";
     pub const READ_CAPACITY: &str = "scanfleet_read_capacity_units_total";
+    pub const LEDGER_ERRORS: &str = "scanfleet_ledger_errors_total";
+    pub const DUPLICATE_CHUNKS: &str = "scanfleet_duplicate_chunks_total";
 }
 
 /// Installs the Prometheus recorder and describes every metric.
@@ -102,6 +104,14 @@ pub fn install_metrics() -> PrometheusHandle {
     describe_gauge!(
         READ_CAPACITY,
         "Read capacity units consumed by scans (only ever grows; a gauge because units are fractional)."
+    );
+    describe_counter!(
+        LEDGER_ERRORS,
+        "Failed writes to the job ledger, by operation (a failed chunk record fails the chunk)."
+    );
+    describe_counter!(
+        DUPLICATE_CHUNKS,
+        "Chunks the ledger had already counted (redelivered or duplicated tasks)."
     );
     // Zero-initialise the counters a dashboard divides by, so they exist before the first task.
     for name in [
@@ -255,6 +265,23 @@ pub fn task_checkpointed(message_id: &str, task: &Task, rows: u64, elapsed: Dura
         rows,
         seconds = elapsed.as_secs_f64(),
         "chunk checkpointed; continuation task sent"
+    );
+}
+
+pub fn ledger_error(op: &'static str, task: &Task, err: &dyn std::error::Error) {
+    counter!(names::LEDGER_ERRORS, "op" => op).increment(1);
+    warn!(op, table = %task.table, segment = task.segment, error = %crate::error_chain(err), "job ledger write failed");
+}
+
+pub fn duplicate_chunk(message_id: &str, task: &Task, ledger_chunks: u32, action: &'static str) {
+    counter!(names::DUPLICATE_CHUNKS).increment(1);
+    info!(
+        message_id,
+        segment = task.segment,
+        chunk = task.chunk,
+        ledger_chunks,
+        action,
+        "chunk already counted in the job ledger"
     );
 }
 

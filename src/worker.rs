@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::ledger::{ChunkReport, Ledger, Recorded};
 use crate::pipeline::{self, End, Output};
 use crate::retry;
 use crate::settings::{ScanSettings, Settings};
@@ -30,6 +31,12 @@ pub struct Health {
 struct Shared {
     control: ControlQueue,
     output: Output,
+    /// The job ledger, if configured; only tasks with a job id are recorded.
+    ledger: Option<Ledger>,
+    /// Names this process in the ledger (`host-pid`).
+    worker_id: String,
+    /// The control queue's `maxReceiveCount`: a task failing on that receive is dead-lettered.
+    max_receive_count: Option<u32>,
     scan: ScanSettings,
     visibility: Duration,
     /// Fires on SIGTERM: running tasks checkpoint at their next page boundary.
@@ -46,12 +53,17 @@ pub async fn run(
     settings: &Settings,
     control: ControlQueue,
     output: Output,
+    ledger: Option<Ledger>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
+    let max_receive_count = control.max_receive_count().await;
     let shared = Arc::new(Shared {
         control,
         output,
+        ledger,
+        worker_id: worker_id(),
+        max_receive_count,
         scan: settings.scan.clone(),
         visibility: Duration::from_secs(settings.control.visibility_timeout_seconds.into()),
         drain: shutdown.clone(),
@@ -132,6 +144,17 @@ pub async fn run(
     info!("all tasks ended");
 }
 
+/// `hostname-pid`: which process ran a segment, as the ledger reports it.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
 /// Makes a message visible again at once, for another worker.
 async fn hand_back(control: &ControlQueue, message: &Message) {
     let id = message.message_id().unwrap_or_default();
@@ -159,12 +182,31 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
     };
 
     telemetry::task_started(&id, &task);
-    match with_heartbeat(&shared, &id, &receipt, &task).await {
+    let ledger = shared.ledger.as_ref().zip(task.job_id.as_deref());
+    if let Some((ledger, job)) = ledger
+        && let Err(e) = ledger.segment_started(&task, job, &shared.worker_id).await
+    {
+        telemetry::ledger_error("start", &task, e.as_ref());
+    }
+    let result = with_heartbeat(&shared, &id, &receipt, &task).await;
+    let result = match (result, ledger) {
+        (Some(Ok(outcome)), Some((ledger, job))) if outcome.end != End::NothingDone => {
+            Some(record_chunk(&shared, ledger, job, &id, &task, outcome, started).await)
+        }
+        (result, _) => result.map(|r| r.map(|o| (o, false))),
+    };
+    match result {
         None => {
             telemetry::task_handed_back(&id, &task);
             release(&shared.control, &id, &receipt, Duration::ZERO).await;
         }
-        Some(Ok(outcome)) => match outcome.end {
+        Some(Ok((_, true))) => {
+            // The ledger is already past this chunk's continuation: nothing left to do.
+            if let Err(e) = shared.control.delete(&receipt).await {
+                telemetry::ack_failed(&id, "delete", &e);
+            }
+        }
+        Some(Ok((outcome, false))) => match outcome.end {
             End::Finished => match shared.control.delete(&receipt).await {
                 Ok(()) => telemetry::task_completed(&id, &task, outcome.rows, started.elapsed()),
                 // The rows are out; the task will be redelivered and its chunk repeated.
@@ -180,11 +222,83 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         },
         Some(Err(e)) => {
             let delay = retry::release_delay(receive_count);
-            telemetry::task_failed(&id, &task, &e, delay);
+            telemetry::task_failed(&id, &task, e.as_ref(), delay);
+            if let Some((ledger, job)) = ledger {
+                let dead = shared
+                    .max_receive_count
+                    .is_some_and(|max| receive_count >= max);
+                let error = crate::error_chain(e.as_ref());
+                if let Err(e) = ledger
+                    .segment_failed(&task, job, &shared.worker_id, &error, dead)
+                    .await
+                {
+                    telemetry::ledger_error("failure", &task, e.as_ref());
+                }
+            }
             release(&shared.control, &id, &receipt, delay).await;
         }
     }
     telemetry::task_ended();
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Counts a finished chunk in the ledger, before its continuation is sent (so the ledger is
+/// never behind the queue). When the ledger had already counted it — a redelivered or
+/// duplicated task — the segment goes on from the ledger's position, not this run's, so the
+/// counts stay exact; `true` means the ledger is already past the next chunk too, and the
+/// task only needs deleting.
+async fn record_chunk(
+    shared: &Shared,
+    ledger: &Ledger,
+    job: &str,
+    id: &str,
+    task: &Task,
+    mut outcome: pipeline::Outcome,
+    started: Instant,
+) -> Result<(pipeline::Outcome, bool), BoxError> {
+    let next = match &outcome.end {
+        End::Checkpoint(key) => Some(key),
+        _ => None,
+    };
+    let report = ChunkReport {
+        rows_scanned: outcome.scanned,
+        rows_published: outcome.published,
+        read_units: outcome.read_units,
+        duration: started.elapsed(),
+        next,
+    };
+    match ledger
+        .record_chunk(task, job, &shared.worker_id, &report)
+        .await
+    {
+        Ok(Recorded::Counted) => Ok((outcome, false)),
+        Ok(Recorded::Already {
+            chunks,
+            done,
+            resume_key,
+        }) if chunks == task.chunk + 1 => {
+            telemetry::duplicate_chunk(id, task, chunks, "continue from the ledger");
+            outcome.end = match (done, resume_key) {
+                (false, Some(key)) => End::Checkpoint(key),
+                _ => End::Finished,
+            };
+            Ok((outcome, false))
+        }
+        Ok(Recorded::Already { chunks, .. }) if chunks > task.chunk + 1 => {
+            telemetry::duplicate_chunk(id, task, chunks, "dropped");
+            Ok((outcome, true))
+        }
+        Ok(Recorded::Already { chunks, .. }) => {
+            // The ledger is behind this task (it was configured mid-job): go on uncounted.
+            telemetry::duplicate_chunk(id, task, chunks, "ledger behind; not counted");
+            Ok((outcome, false))
+        }
+        Err(e) => {
+            telemetry::ledger_error("chunk", task, e.as_ref());
+            Err(e)
+        }
+    }
 }
 
 /// Records the position reached: sends the continuation task, *then* deletes this one.
@@ -227,8 +341,12 @@ async fn with_heartbeat(
     id: &str,
     receipt: &str,
     task: &Task,
-) -> Option<Result<pipeline::Outcome, pipeline::SegmentError>> {
-    let work = pipeline::run_segment(&shared.output, task, &shared.drain);
+) -> Option<Result<pipeline::Outcome, BoxError>> {
+    let work = async {
+        pipeline::run_segment(&shared.output, task, &shared.drain)
+            .await
+            .map_err(BoxError::from)
+    };
     tokio::pin!(work);
     let period = shared.visibility / 3;
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -239,6 +357,11 @@ async fn with_heartbeat(
             _ = beat.tick() => {
                 let r = shared.control.set_visibility(receipt, shared.visibility).await;
                 telemetry::heartbeat(r.as_ref().map(|_| ()).map_err(|e| e as &dyn std::error::Error), id);
+                if let (Some(ledger), Some(job)) = (&shared.ledger, task.job_id.as_deref())
+                    && let Err(e) = ledger.heartbeat(task, job, &shared.worker_id).await
+                {
+                    telemetry::ledger_error("heartbeat", task, e.as_ref());
+                }
             }
         }
     }

@@ -183,6 +183,8 @@ fn task() -> Task {
         job_id: None,
         exclusive_start_key: None,
         chunk: 0,
+        options: Default::default(),
+        read_units_per_second: None,
     }
 }
 
@@ -205,6 +207,7 @@ fn output(
             every: Duration::from_secs(3600),
         },
         key_schemas: KeySchemas::default(),
+        read_budget: None,
     }
 }
 

@@ -1,0 +1,827 @@
+//! The job ledger: one DynamoDB table recording each job and the progress of its segments.
+//!
+//! Layout: partition key `job_id` (S), sort key `item` (S). The job's record is item `job`;
+//! segment N is item `segment#NNNNNNN`. Segment records are written only by workers, with
+//! conditional writes that make every write idempotent:
+//!
+//! - a chunk is counted only if the record expects exactly that chunk next (`chunks = :c`),
+//!   so a redelivered or duplicated task cannot count its rows twice, and a finished segment
+//!   (whose `chunks` is past every chunk that ran) cannot be moved backwards;
+//! - the chunk is recorded *before* its continuation task is sent, so the ledger can never
+//!   fall behind the queue. When the condition fails, the record says what happened instead
+//!   (see [`Recorded`]), and the worker continues from the ledger's position, not its own.
+//!
+//! The pure parts (the status summary, which segments to reconcile) are functions of the
+//! records, tested without AWS.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
+};
+use serde::Serialize;
+
+use crate::item::{self, Item};
+use crate::task::Task;
+
+const PK: &str = "job_id";
+const SK: &str = "item";
+const JOB_ITEM: &str = "job";
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A segment's state in the ledger.
+pub mod status {
+    pub const RUNNING: &str = "running";
+    pub const DONE: &str = "done";
+    /// Its task failed on its last allowed receive and is (being) dead-lettered.
+    pub const FAILED: &str = "failed";
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn segment_item(segment: u32) -> String {
+    format!("segment#{segment:07}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What a job's record holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub table: String,
+    pub segments_total: u32,
+    pub created_at: u64,
+    /// The task of segment 0 as JSON: reconcile builds any segment's task from it.
+    pub task_template: String,
+    pub read_units_per_second: Option<f64>,
+}
+
+/// What a segment's record holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SegmentRecord {
+    pub segment: u32,
+    pub status: String,
+    /// Chunks recorded; also the number of the next chunk expected.
+    pub chunks: u32,
+    pub rows_scanned: u64,
+    pub rows_published: u64,
+    pub read_units: f64,
+    pub duration_ms: u64,
+    pub worker: String,
+    pub last_error: Option<String>,
+    pub failures: u64,
+    /// Last sign of life: start, heartbeat or recorded chunk (Unix seconds).
+    pub heartbeat_at: u64,
+    /// Where the next chunk starts (DynamoDB JSON), when the segment is not done.
+    #[serde(skip)]
+    pub resume_key: Option<String>,
+}
+
+impl SegmentRecord {
+    fn from_item(item: &Item) -> Option<Self> {
+        let segment = get_s(item, SK)?.strip_prefix("segment#")?.parse().ok()?;
+        Some(Self {
+            segment,
+            status: get_s(item, "status").unwrap_or_else(|| status::RUNNING.into()),
+            chunks: get_n(item, "chunks").unwrap_or(0),
+            rows_scanned: get_n(item, "rows_scanned").unwrap_or(0),
+            rows_published: get_n(item, "rows_published").unwrap_or(0),
+            read_units: get_n(item, "read_units").unwrap_or(0.0),
+            duration_ms: get_n(item, "duration_ms").unwrap_or(0),
+            worker: get_s(item, "worker").unwrap_or_default(),
+            last_error: get_s(item, "last_error"),
+            failures: get_n(item, "failures").unwrap_or(0),
+            heartbeat_at: get_n(item, "heartbeat_at").unwrap_or(0),
+            resume_key: get_s(item, "resume_key"),
+        })
+    }
+}
+
+/// The outcome of recording a chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// Counted now.
+    Counted,
+    /// This chunk was counted before (a redelivered or duplicated task). The ledger's record:
+    /// how many chunks it holds, whether the segment is done, and where it goes on.
+    Already {
+        chunks: u32,
+        done: bool,
+        resume_key: Option<Item>,
+    },
+}
+
+/// What one chunk did, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct ChunkReport<'a> {
+    pub rows_scanned: u64,
+    pub rows_published: u64,
+    pub read_units: f64,
+    pub duration: Duration,
+    /// Where the segment goes on; `None`: this was its last chunk.
+    pub next: Option<&'a Item>,
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    pub client: Client,
+    pub table: String,
+}
+
+fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    e.as_service_error()
+        .and_then(|se| se.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+impl Ledger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Creates the ledger table (on-demand billing) and waits until it is active.
+    /// Returns false if it already existed.
+    pub async fn create_table(&self) -> Result<bool, BoxError> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |name: &str, t| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+        };
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .attribute_definitions(attr(PK)?)
+            .attribute_definitions(attr(SK)?)
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(SK, KeyType::Range)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        let new = match created {
+            Ok(_) => true,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_in_use_exception()) =>
+            {
+                false
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for _ in 0..120 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await?;
+            if out.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
+                return Ok(new);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!("ledger table {} did not become active in 60 s", self.table).into())
+    }
+
+    /// Writes a new job's record; refuses a job id the ledger already holds.
+    pub async fn record_job(&self, job: &JobRecord) -> Result<(), BoxError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(&job.job_id))
+            .item(SK, s(JOB_ITEM))
+            .item("table", s(&job.table))
+            .item("segments_total", n(job.segments_total))
+            .item("created_at", n(job.created_at))
+            .item("task_template", s(&job.task_template))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK);
+        if let Some(r) = job.read_units_per_second {
+            put = put.item("read_units_per_second", n(r));
+        }
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Err(format!(
+                "job id {} is already in the ledger; choose another --job-id",
+                job.job_id
+            )
+            .into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks a segment as running on `worker` (unless it is done). Best effort: the ledger's
+    /// counts do not depend on it, only the "in flight" view does.
+    pub async fn segment_started(
+        &self,
+        task: &Task,
+        job: &str,
+        worker: &str,
+    ) -> Result<(), BoxError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(job))
+            .key(SK, s(segment_item(task.segment as u32)))
+            .update_expression(
+                "SET #st = :running, worker = :w, heartbeat_at = :now, chunks = if_not_exists(chunks, :zero)",
+            )
+            .condition_expression("attribute_not_exists(#st) OR #st <> :done")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":running", s(status::RUNNING))
+            .expression_attribute_values(":done", s(status::DONE))
+            .expression_attribute_values(":w", s(worker))
+            .expression_attribute_values(":now", n(now_secs()))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A sign of life while a chunk runs (with each visibility extension).
+    pub async fn heartbeat(&self, task: &Task, job: &str, worker: &str) -> Result<(), BoxError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(job))
+            .key(SK, s(segment_item(task.segment as u32)))
+            .update_expression("SET heartbeat_at = :now")
+            .condition_expression("#st = :running AND worker = :w")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":running", s(status::RUNNING))
+            .expression_attribute_values(":w", s(worker))
+            .expression_attribute_values(":now", n(now_secs()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Counts a finished chunk exactly once (see the module documentation).
+    pub async fn record_chunk(
+        &self,
+        task: &Task,
+        job: &str,
+        worker: &str,
+        report: &ChunkReport<'_>,
+    ) -> Result<Recorded, BoxError> {
+        let done = report.next.is_none();
+        let mut set = vec![
+            "chunks = :next",
+            "#st = :status",
+            "worker = :w",
+            "heartbeat_at = :now",
+        ];
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(job))
+            .key(SK, s(segment_item(task.segment as u32)))
+            .condition_expression("attribute_not_exists(chunks) OR chunks = :chunk")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":chunk", n(task.chunk))
+            .expression_attribute_values(":next", n(task.chunk + 1))
+            .expression_attribute_values(
+                ":status",
+                s(if done { status::DONE } else { status::RUNNING }),
+            )
+            .expression_attribute_values(":w", s(worker))
+            .expression_attribute_values(":now", n(now_secs()))
+            .expression_attribute_values(":scanned", n(report.rows_scanned))
+            .expression_attribute_values(":published", n(report.rows_published))
+            .expression_attribute_values(":units", n(report.read_units))
+            .expression_attribute_values(":ms", n(report.duration.as_millis()));
+        let remove = match report.next {
+            Some(key) => {
+                set.push("resume_key = :key");
+                update = update
+                    .expression_attribute_values(":key", s(item::key_to_json(key).to_string()));
+                ""
+            }
+            None => {
+                set.push("finished_at = :now");
+                " REMOVE resume_key"
+            }
+        };
+        let expression = format!(
+            "SET {} ADD rows_scanned :scanned, rows_published :published, read_units :units, duration_ms :ms{remove}",
+            set.join(", ")
+        );
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(Recorded::Counted),
+            Err(e) if is_conditional_failure(&e) => {
+                let record = self
+                    .segment(job, task.segment as u32)
+                    .await?
+                    .ok_or("the ledger refused a chunk of a segment it does not hold")?;
+                let resume_key = match &record.resume_key {
+                    Some(text) => Some(item::key_from_json(&serde_json::from_str(text)?)?),
+                    None => None,
+                };
+                Ok(Recorded::Already {
+                    chunks: record.chunks,
+                    done: record.status == status::DONE,
+                    resume_key,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records a failed attempt; `dead` when it was the task's last allowed receive.
+    pub async fn segment_failed(
+        &self,
+        task: &Task,
+        job: &str,
+        worker: &str,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), BoxError> {
+        let error: String = error.chars().take(1000).collect();
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(job))
+            .key(SK, s(segment_item(task.segment as u32)))
+            .update_expression(
+                "SET last_error = :e, worker = :w, heartbeat_at = :now, #st = :status, chunks = if_not_exists(chunks, :zero) ADD failures :one",
+            )
+            .condition_expression("attribute_not_exists(#st) OR #st <> :done")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":e", s(error))
+            .expression_attribute_values(":w", s(worker))
+            .expression_attribute_values(":now", n(now_secs()))
+            .expression_attribute_values(
+                ":status",
+                s(if dead { status::FAILED } else { status::RUNNING }),
+            )
+            .expression_attribute_values(":done", s(status::DONE))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn segment(
+        &self,
+        job: &str,
+        segment: u32,
+    ) -> Result<Option<SegmentRecord>, BoxError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(job))
+            .key(SK, s(segment_item(segment)))
+            .consistent_read(true)
+            .send()
+            .await?;
+        Ok(out.item.as_ref().and_then(SegmentRecord::from_item))
+    }
+
+    /// The job's record and every segment record (strongly consistent).
+    pub async fn job(&self, job: &str) -> Result<(JobRecord, Vec<SegmentRecord>), BoxError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :job")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":job", s(job))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut record = None;
+        let mut segments = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item?;
+            if get_s(&item, SK).as_deref() == Some(JOB_ITEM) {
+                record = Some(JobRecord {
+                    job_id: job.to_owned(),
+                    table: get_s(&item, "table").unwrap_or_default(),
+                    segments_total: get_n(&item, "segments_total").unwrap_or(0),
+                    created_at: get_n(&item, "created_at").unwrap_or(0),
+                    task_template: get_s(&item, "task_template").unwrap_or_default(),
+                    read_units_per_second: get_n(&item, "read_units_per_second"),
+                });
+            } else if let Some(seg) = SegmentRecord::from_item(&item) {
+                segments.push(seg);
+            }
+        }
+        let record =
+            record.ok_or_else(|| format!("job {job} is not in ledger table {}", self.table))?;
+        Ok((record, segments))
+    }
+}
+
+/// A job's figures at one moment: what `status` prints and `--wait` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub job_id: String,
+    pub table: String,
+    /// `running`, `done` or `failed` (some segment was dead-lettered and is not done).
+    pub state: String,
+    pub segments_total: u32,
+    pub segments_done: u32,
+    pub segments_running: u32,
+    pub segments_failed: u32,
+    /// Segments no worker has reported on yet.
+    pub segments_pending: u32,
+    pub chunks: u64,
+    pub rows_scanned: u64,
+    pub rows_published: u64,
+    pub read_units_consumed: f64,
+    pub elapsed_seconds: u64,
+    pub rows_per_second: f64,
+    /// Remaining time if the remaining segments go as fast as the finished ones did.
+    pub eta_seconds: Option<u64>,
+    pub slowest_segments: Vec<SegmentBrief>,
+    pub largest_segments: Vec<SegmentBrief>,
+    pub failed_segments: Vec<SegmentBrief>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentBrief {
+    pub segment: u32,
+    pub status: String,
+    pub duration_seconds: f64,
+    pub rows_scanned: u64,
+    pub rows_published: u64,
+    pub chunks: u32,
+    pub worker: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl From<&SegmentRecord> for SegmentBrief {
+    fn from(r: &SegmentRecord) -> Self {
+        Self {
+            segment: r.segment,
+            status: r.status.clone(),
+            duration_seconds: r.duration_ms as f64 / 1000.0,
+            rows_scanned: r.rows_scanned,
+            rows_published: r.rows_published,
+            chunks: r.chunks,
+            worker: r.worker.clone(),
+            last_error: r.last_error.clone(),
+        }
+    }
+}
+
+/// How many segments the skew report lists.
+const SKEW_TOP: usize = 3;
+
+pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summary {
+    let count = |st: &str| segments.iter().filter(|s| s.status == st).count() as u32;
+    let (done, running, failed) = (
+        count(status::DONE),
+        count(status::RUNNING),
+        count(status::FAILED),
+    );
+    let elapsed = now.saturating_sub(job.created_at);
+    let rows_published: u64 = segments.iter().map(|s| s.rows_published).sum();
+    let state = if done >= job.segments_total {
+        "done"
+    } else if failed > 0 {
+        "failed"
+    } else {
+        "running"
+    };
+    let eta = (done > 0 && done < job.segments_total).then(|| {
+        let per_segment = elapsed as f64 / f64::from(done);
+        (per_segment * f64::from(job.segments_total - done)).round() as u64
+    });
+    let top = |key: fn(&SegmentRecord) -> u64| {
+        let mut v: Vec<&SegmentRecord> = segments.iter().collect();
+        v.sort_by_key(|s| std::cmp::Reverse(key(s)));
+        v.into_iter()
+            .take(SKEW_TOP)
+            .map(SegmentBrief::from)
+            .collect()
+    };
+    Summary {
+        job_id: job.job_id.clone(),
+        table: job.table.clone(),
+        state: state.into(),
+        segments_total: job.segments_total,
+        segments_done: done,
+        segments_running: running,
+        segments_failed: failed,
+        segments_pending: job.segments_total.saturating_sub(segments.len() as u32),
+        chunks: segments.iter().map(|s| u64::from(s.chunks)).sum(),
+        rows_scanned: segments.iter().map(|s| s.rows_scanned).sum(),
+        rows_published,
+        // A fold from +0.0: an empty f64 sum is -0.0, which would print as "-0.0".
+        read_units_consumed: segments.iter().fold(0.0, |a, s| a + s.read_units),
+        elapsed_seconds: elapsed,
+        rows_per_second: if elapsed > 0 {
+            rows_published as f64 / elapsed as f64
+        } else {
+            0.0
+        },
+        eta_seconds: eta,
+        slowest_segments: top(|s| s.duration_ms),
+        largest_segments: top(|s| s.rows_scanned),
+        failed_segments: segments
+            .iter()
+            .filter(|s| s.status == status::FAILED)
+            .map(SegmentBrief::from)
+            .collect(),
+    }
+}
+
+impl Summary {
+    /// The human-readable report of `status`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line(format!(
+            "job {} on table {}: {}",
+            self.job_id, self.table, self.state
+        ));
+        line(format!(
+            "segments   {}/{} done, {} running, {} failed, {} not started",
+            self.segments_done,
+            self.segments_total,
+            self.segments_running,
+            self.segments_failed,
+            self.segments_pending
+        ));
+        line(format!(
+            "rows       {} published, {} scanned, in {} chunks",
+            self.rows_published, self.rows_scanned, self.chunks
+        ));
+        line(format!("read units {:.1}", self.read_units_consumed));
+        let eta = self
+            .eta_seconds
+            .map(|s| format!(", about {s} s to go"))
+            .unwrap_or_default();
+        line(format!(
+            "elapsed    {} s, {:.0} rows/s{eta}",
+            self.elapsed_seconds, self.rows_per_second
+        ));
+        let brief = |b: &SegmentBrief| {
+            format!(
+                "  segment {:>7}  {:>8.1} s  {:>10} rows scanned  {:>4} chunks  {}  {}",
+                b.segment, b.duration_seconds, b.rows_scanned, b.chunks, b.status, b.worker
+            )
+        };
+        if !self.slowest_segments.is_empty() {
+            line("slowest segments:".into());
+            self.slowest_segments.iter().for_each(|b| line(brief(b)));
+            line("largest segments:".into());
+            self.largest_segments.iter().for_each(|b| line(brief(b)));
+        }
+        if !self.failed_segments.is_empty() {
+            line("failed segments (dead-lettered):".into());
+            for b in &self.failed_segments {
+                line(brief(b));
+                line(format!(
+                    "    last error: {}",
+                    b.last_error.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A segment `reconcile` puts back on the control queue: where it resumes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    pub segment: u32,
+    pub chunk: u32,
+    /// DynamoDB JSON of the start key; `None` from the segment's beginning.
+    pub start_key: Option<String>,
+}
+
+/// Segments that are not done and not in flight (no sign of life for `stale` seconds, or
+/// dead-lettered), except those in `skip` (e.g. just redriven from the DLQ).
+pub fn to_reconcile(
+    job: &JobRecord,
+    segments: &[SegmentRecord],
+    now: u64,
+    stale: u64,
+    skip: &HashSet<u32>,
+) -> Vec<Resume> {
+    let known: BTreeMap<u32, &SegmentRecord> = segments.iter().map(|s| (s.segment, s)).collect();
+    (0..job.segments_total)
+        .filter(|seg| !skip.contains(seg))
+        .filter_map(|seg| match known.get(&seg) {
+            None if now.saturating_sub(job.created_at) >= stale => Some(Resume {
+                segment: seg,
+                chunk: 0,
+                start_key: None,
+            }),
+            None => None,
+            Some(r) if r.status == status::DONE => None,
+            Some(r)
+                if r.status == status::RUNNING && now.saturating_sub(r.heartbeat_at) < stale =>
+            {
+                None
+            }
+            Some(r) => Some(Resume {
+                segment: seg,
+                chunk: r.chunks,
+                start_key: r.resume_key.clone(),
+            }),
+        })
+        .collect()
+}
+
+/// The task message that resumes a segment, built from the job's template.
+pub fn resume_task(template: &str, resume: &Resume) -> Result<String, BoxError> {
+    let mut task: HashMap<String, serde_json::Value> = serde_json::from_str(template)?;
+    task.insert("current_segment".into(), resume.segment.into());
+    task.remove("chunk");
+    task.remove("exclusive_start_key");
+    if resume.chunk > 0 {
+        task.insert("chunk".into(), resume.chunk.into());
+    }
+    if let Some(key) = &resume.start_key {
+        task.insert("exclusive_start_key".into(), serde_json::from_str(key)?);
+    }
+    Ok(serde_json::to_string(&task)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(total: u32) -> JobRecord {
+        JobRecord {
+            job_id: "j".into(),
+            table: "items".into(),
+            segments_total: total,
+            created_at: 1000,
+            task_template:
+                r#"{"current_segment":0,"total_segments":4,"table":"items","job_id":"j"}"#.into(),
+            read_units_per_second: None,
+        }
+    }
+
+    fn seg(segment: u32, status: &str, rows: u64, ms: u64) -> SegmentRecord {
+        SegmentRecord {
+            segment,
+            status: status.into(),
+            chunks: 2,
+            rows_scanned: rows,
+            rows_published: rows,
+            read_units: 1.5,
+            duration_ms: ms,
+            worker: "w1".into(),
+            heartbeat_at: 1000,
+            ..SegmentRecord::default()
+        }
+    }
+
+    #[test]
+    fn the_summary_adds_up_and_names_the_state() {
+        let segments = vec![
+            seg(0, status::DONE, 100, 5000),
+            seg(1, status::DONE, 300, 1000),
+            seg(2, status::RUNNING, 50, 9000),
+        ];
+        let s = summarize(&job(4), &segments, 1100);
+        assert_eq!(s.state, "running");
+        assert_eq!(
+            (s.segments_done, s.segments_running, s.segments_pending),
+            (2, 1, 1)
+        );
+        assert_eq!(s.rows_published, 450);
+        assert_eq!(s.read_units_consumed, 4.5);
+        assert_eq!(s.elapsed_seconds, 100);
+        assert_eq!(s.rows_per_second, 4.5);
+        assert_eq!(s.eta_seconds, Some(100), "2 of 4 done in 100 s");
+        assert_eq!(s.slowest_segments[0].segment, 2);
+        assert_eq!(s.largest_segments[0].segment, 1);
+        assert!(s.failed_segments.is_empty());
+
+        let mut failed = seg(3, status::FAILED, 0, 0);
+        failed.last_error = Some("row too large".into());
+        let mut all = segments.clone();
+        all.push(failed);
+        let s = summarize(&job(4), &all, 1100);
+        assert_eq!(s.state, "failed");
+        assert_eq!(
+            s.failed_segments[0].last_error.as_deref(),
+            Some("row too large")
+        );
+        assert!(s.render().contains("last error: row too large"));
+
+        let done: Vec<_> = (0..4).map(|i| seg(i, status::DONE, 10, 10)).collect();
+        let s = summarize(&job(4), &done, 1100);
+        assert_eq!((s.state.as_str(), s.eta_seconds), ("done", None));
+        let empty = summarize(&job(4), &[], 1000);
+        assert_eq!(empty.segments_pending, 4);
+        assert!(empty.read_units_consumed.is_sign_positive());
+        let json = serde_json::to_value(&s).unwrap();
+        for k in [
+            "job_id",
+            "state",
+            "segments_total",
+            "segments_done",
+            "rows_published",
+            "read_units_consumed",
+        ] {
+            assert!(json.get(k).is_some(), "{k} missing from {json}");
+        }
+    }
+
+    #[test]
+    fn reconcile_takes_segments_neither_done_nor_in_flight() {
+        let mut stale = seg(1, status::RUNNING, 10, 10);
+        stale.resume_key = Some(r#"{"PK":{"S":"k"}}"#.into());
+        let mut fresh = seg(2, status::RUNNING, 10, 10);
+        fresh.heartbeat_at = 1950;
+        let mut dead = seg(3, status::FAILED, 10, 10);
+        dead.heartbeat_at = 1990;
+        let segments = vec![seg(0, status::DONE, 1, 1), stale, fresh, dead];
+        let r = to_reconcile(&job(5), &segments, 2000, 300, &HashSet::new());
+        let picked: Vec<u32> = r.iter().map(|r| r.segment).collect();
+        // 0 done, 2 alive; 1 stale, 3 dead-lettered, 4 never started long ago.
+        assert_eq!(picked, vec![1, 3, 4]);
+        assert_eq!(r[0].chunk, 2);
+        assert_eq!(
+            r[2],
+            Resume {
+                segment: 4,
+                chunk: 0,
+                start_key: None
+            }
+        );
+        // Not yet stale: a never-started segment of a young job may still be queued.
+        let young = JobRecord {
+            created_at: 1090,
+            ..job(5)
+        };
+        let r = to_reconcile(&young, &segments, 1100, 60, &HashSet::from([3]));
+        assert_eq!(r.iter().map(|r| r.segment).collect::<Vec<_>>(), vec![1]);
+
+        let body = resume_task(&job(5).task_template, &r[0]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["current_segment"], 1);
+        assert_eq!(v["chunk"], 2);
+        assert_eq!(v["exclusive_start_key"]["PK"]["S"], "k");
+        assert_eq!(v["job_id"], "j");
+    }
+}

@@ -1,0 +1,637 @@
+//! Scan jobs people can plan, watch, finish and trust: filters and projections, FIFO output,
+//! the read budget and the job ledger, with real `scanfleet` processes against a running
+//! emulator (see tests/emulator.rs for how `make test` runs them). Without an endpoint these
+//! tests fail: they never pass by skipping.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{BINARY, Fixture, plain_key, scaled, total, wait_for};
+use scanfleet::devkit;
+
+/// Runs `scanfleet ARGS` with the fixture's control queue and any `env`.
+fn scanfleet(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(BINARY);
+    cmd.args(args)
+        .env("SCANFLEET__CONTROL__QUEUE_URL", &f.queues.control);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run scanfleet")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_and_a_projection_change_what_is_sent() {
+    let rows = scaled(600, 300);
+    let f = Fixture::new(rows, 3).await;
+    // SK is PREFIX-<n>: the replaced design's begins_with filter keeps n = 1, 10-19, 100-199, …
+    let expected: HashSet<(String, String)> = f
+        .keys
+        .iter()
+        .filter(|(_, sk)| sk.starts_with("PREFIX-1"))
+        .cloned()
+        .collect();
+    assert!(expected.len() > 10 && expected.len() < rows as usize);
+    // Small pages and chunks: most pages match nothing but carry a LastEvaluatedKey, and the
+    // segment is continued many times; nothing may get lost on the way.
+    let workers = [
+        f.worker(&[("SCANFLEET__WORKER__CHECKPOINT_ROWS", "5")]),
+        f.worker(&[("SCANFLEET__WORKER__CHECKPOINT_ROWS", "5")]),
+    ];
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "3",
+            "--limit-of-rows",
+            "20",
+            "--filter-expression",
+            "begins_with(#sk, :prefix)",
+            "--projection-expression",
+            "#sk, createdAt",
+            "--expression-attribute-names",
+            r##"{"#sk":"SK"}"##,
+            "--expression-attribute-values",
+            r#"{":prefix":{"S":"PREFIX-1"}}"#,
+            "--consistent-read",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "enqueue: {}", stderr(&out));
+    let received = f.drain_output(expected.len()).await;
+    let keys: Vec<_> = received.iter().map(plain_key).collect();
+    let distinct: HashSet<_> = keys.iter().cloned().collect();
+    assert_eq!(distinct, expected, "the filter was not applied exactly");
+    assert_eq!(keys.len(), distinct.len(), "rows were sent twice");
+    for m in &received {
+        let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+        let mut attributes: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        attributes.sort();
+        // The projection, plus the partition key scanfleet always adds for row_id.
+        assert_eq!(attributes, ["PK", "SK", "createdAt"], "{}", m.body);
+        assert_eq!(m.attributes["row_id"].len(), 32);
+    }
+    f.wait_for_depth(&f.queues.control, 0).await;
+    let w = [&workers[0], &workers[1]];
+    assert_eq!(total(&w, "scanfleet_tasks_completed_total"), 3.0);
+    assert!(
+        total(&w, "scanfleet_checkpoints_total") >= 3.0,
+        "the filtered segments were never continued"
+    );
+    assert_eq!(
+        total(&w, "scanfleet_rows_published_total"),
+        expected.len() as f64
+    );
+    f.finish_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_filter_is_refused_before_anything_is_sent() {
+    let f = Fixture::new(5, 3).await;
+    for (args, needle) in [
+        (
+            vec!["--filter-expression", "begins_with(SK, :p)"],
+            ":p, which expression_attribute_values does not define",
+        ),
+        (
+            vec![
+                "--projection-expression",
+                "SK",
+                "--expression-attribute-names",
+                r##"{"#unused":"x"}"##,
+            ],
+            "#unused",
+        ),
+        (
+            vec!["--expression-attribute-values", "[1]"],
+            "must be a JSON object",
+        ),
+    ] {
+        let mut all = vec!["enqueue", "--table", &f.table, "--segments", "2"];
+        all.extend(args);
+        let out = scanfleet(&f, &all, &[]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+        assert!(stdout(&out).is_empty());
+    }
+    assert_eq!(f.depth(&f.queues.control).await, 0, "a task was sent");
+    // A task with a bad expression sent by another producer is rejected by the worker.
+    let w = f.worker(&[]);
+    f.send_task(r#"{"current_segment":0,"total_segments":1,"filter_expression":"a = :nope"}"#)
+        .await;
+    wait_for("the rejection", Duration::from_secs(60), || {
+        w.metric(
+            "scanfleet_tasks_rejected_total",
+            r#"reason="bad_expression""#,
+        )
+        .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifo_output_deduplicates_a_replayed_chunk() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let rows = scaled(200, 100);
+    let f = Fixture::new(rows, 3).await;
+    let fifo = devkit::create_queue(
+        &f.aws,
+        &format!("{}-rows.fifo", f.table),
+        std::collections::HashMap::from([(QueueAttributeName::FifoQueue, "true".to_owned())]),
+    )
+    .await
+    .expect("create FIFO queue");
+    let w = f.worker(&[("SCANFLEET__OUTPUT__QUEUE_URL", &fifo)]);
+    let task = r#"{"current_segment": 0, "total_segments": 1, "limit_of_rows": 50}"#;
+    f.send_task(task).await;
+    wait_for("the first run", Duration::from_secs(120), || {
+        w.metric("scanfleet_tasks_completed_total", "") == Some(1.0)
+    })
+    .await;
+    // The same chunk again, as after a crash between publishing and deleting the task.
+    f.send_task(task).await;
+    wait_for("the replay", Duration::from_secs(120), || {
+        w.metric("scanfleet_tasks_completed_total", "") == Some(2.0)
+    })
+    .await;
+    assert_eq!(
+        w.metric("scanfleet_rows_published_total", ""),
+        Some(2.0 * rows as f64),
+        "the replay did not publish the rows again"
+    );
+    let received = f.drain(&fifo, rows as usize).await;
+    let keys: Vec<_> = received.iter().map(plain_key).collect();
+    let distinct: HashSet<_> = keys.iter().cloned().collect();
+    assert_eq!(distinct, f.expected_keys());
+    assert_eq!(
+        keys.len(),
+        rows as usize,
+        "SQS delivered replayed rows twice"
+    );
+    let _ = f.aws.sqs.delete_queue().queue_url(&fifo).send().await;
+    f.finish_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_budget_keeps_the_consumed_capacity_rate_near_r() {
+    // Benchmark-style: one segment read in small pages (about 20 units in all on either
+    // emulator) under a budget of 4 units/s, so about 5 s; the bound is generous (±20 %).
+    let rows = scaled(400, 200);
+    let f = Fixture::new(rows, 3).await;
+    let w = f.worker(&[("SCANFLEET__WORKER__CHECKPOINT_ROWS", "100000")]);
+    let budget = 4.0;
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "1",
+            "--limit-of-rows",
+            "10",
+            "--read-units-per-second",
+            "4",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "enqueue: {}", stderr(&out));
+    wait_for("the job", Duration::from_secs(120), || {
+        w.metric("scanfleet_tasks_completed_total", "") == Some(1.0)
+    })
+    .await;
+    let units = w.metric("scanfleet_read_capacity_units_total", "").unwrap();
+    let seconds = w.metric("scanfleet_task_duration_seconds_sum", "").unwrap();
+    assert!(
+        units >= 10.0,
+        "only {units} units consumed: nothing to pace"
+    );
+    let rate = units / seconds;
+    eprintln!("read budget: {units} units in {seconds:.2} s = {rate:.2} units/s (budget {budget})");
+    assert!(
+        (0.8 * budget..=1.2 * budget).contains(&rate),
+        "{units} units in {seconds:.1} s = {rate:.2} units/s, budget {budget}"
+    );
+    assert_eq!(f.drain_output(rows as usize).await.len(), rows as usize);
+    f.finish_clean().await;
+}
+
+/// A fresh ledger table for the fixture, created with `scanfleet ledger create`.
+fn create_ledger(f: &Fixture) -> String {
+    let table = format!("{}-ledger", f.table);
+    let env = [("SCANFLEET__LEDGER__TABLE", table.as_str())];
+    let out = scanfleet(f, &["ledger", "create"], &env);
+    assert!(out.status.success(), "ledger create: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("created ledger table"),
+        "{}",
+        stdout(&out)
+    );
+    let again = scanfleet(f, &["ledger", "create"], &env);
+    assert!(again.status.success() && stdout(&again).contains("already exists"));
+    table
+}
+
+fn status_json(f: &Fixture, ledger: &str, job: &str) -> serde_json::Value {
+    let out = scanfleet(
+        f,
+        &["status", job, "--json"],
+        &[("SCANFLEET__LEDGER__TABLE", ledger)],
+    );
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+async fn wait_child(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "enqueue --wait did not end in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn drop_table(f: &Fixture, table: &str) {
+    let _ = f.aws.dynamodb.delete_table().table_name(table).send().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_counts_equal_the_rows_published_even_after_a_kill() {
+    let rows = scaled(2000, 300);
+    let f = Fixture::new(rows, 20).await;
+    let ledger = create_ledger(&f);
+    let chunk = scaled(100, 30).to_string();
+    let settings = [
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        ("SCANFLEET__WORKER__CONCURRENCY", "1"),
+        ("SCANFLEET__WORKER__CHECKPOINT_ROWS", chunk.as_str()),
+        ("SCANFLEET__CONTROL__VISIBILITY_TIMEOUT_SECONDS", "5"),
+    ];
+    let mut workers = [f.worker(&settings), f.worker(&settings)];
+    // A read budget keeps the job running for several seconds, long enough to kill a worker
+    // in the middle of a segment.
+    let budget = scaled(10, 4).to_string();
+    let mut wait = std::process::Command::new(BINARY)
+        .args([
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "4",
+            "--limit-of-rows",
+            "20",
+            "--job-id",
+            "ledger-kill",
+            "--read-units-per-second",
+            &budget,
+            "--wait",
+            "--progress-every",
+            "1",
+        ])
+        .env("SCANFLEET__CONTROL__QUEUE_URL", &f.queues.control)
+        .env("SCANFLEET__LEDGER__TABLE", &ledger)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("enqueue --wait");
+    wait_for("the first rows", Duration::from_secs(60), || {
+        workers[0]
+            .metric("scanfleet_rows_published_total", "")
+            .is_some_and(|n| n > 0.0)
+    })
+    .await;
+    workers[0].child.kill().expect("kill -9");
+    workers[0].child.wait().expect("reap");
+    assert!(
+        wait.try_wait().unwrap().is_none(),
+        "the job ended before the kill: nothing tested"
+    );
+    workers[0] = f.worker(&settings);
+
+    let status = wait_child(&mut wait, Duration::from_secs(300)).await;
+    let mut progress = String::new();
+    std::io::Read::read_to_string(wait.stderr.as_mut().unwrap(), &mut progress).unwrap();
+    assert!(status.success(), "enqueue --wait failed: {progress}");
+    assert!(
+        progress.contains("job ledger-kill:") && progress.contains("segments done"),
+        "no progress lines: {progress}"
+    );
+    assert!(
+        progress.contains("ledger-kill on table"),
+        "no summary: {progress}"
+    );
+
+    let s = status_json(&f, &ledger, "ledger-kill");
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["segments_total"], 4);
+    assert_eq!(s["segments_done"], 4);
+    assert_eq!(
+        s["rows_published"], rows,
+        "ledger counts differ from the table: {s}"
+    );
+    assert_eq!(s["rows_scanned"], rows, "{s}");
+    assert!(s["read_units_consumed"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(s["slowest_segments"].as_array().unwrap().len(), 3);
+    let received = f.drain_output(rows as usize).await;
+    let distinct: HashSet<_> = received.iter().map(plain_key).collect();
+    assert_eq!(distinct, f.expected_keys());
+    let text = scanfleet(
+        &f,
+        &["status", "ledger-kill"],
+        &[("SCANFLEET__LEDGER__TABLE", &ledger)],
+    );
+    assert!(stdout(&text).contains("4/4 done"), "{}", stdout(&text));
+    drop_table(&f, &ledger).await;
+    f.finish_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_wait_and_reconcile_handle_a_dead_lettered_segment() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let rows = scaled(200, 100);
+    let f = Fixture::new(rows, 2).await;
+    let ledger = create_ledger(&f);
+    // One row too large for the output queue, and no oversize queue: its segment fails on
+    // every attempt and is dead-lettered after 2 receives.
+    let mut big = devkit::demo_row(rows, 4000);
+    big.insert("PK".into(), AttributeValue::S("big".into()));
+    f.put_item(big).await;
+    f.set_queue_attribute(
+        &f.queues.output,
+        QueueAttributeName::MaximumMessageSize,
+        "2048",
+    )
+    .await;
+    let env = [("SCANFLEET__LEDGER__TABLE", ledger.as_str())];
+    let mut worker = f.worker(&env);
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "4",
+            "--job-id",
+            "dead",
+            "--wait",
+        ],
+        &env,
+    );
+    assert!(!out.status.success(), "--wait succeeded on a failed job");
+    assert!(stderr(&out).contains("dead-lettered"), "{}", stderr(&out));
+    let s = status_json(&f, &ledger, "dead");
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["segments_done"], 3, "{s}");
+    let failed = s["failed_segments"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{s}");
+    assert!(
+        failed[0]["last_error"].as_str().unwrap().contains("bytes"),
+        "{s}"
+    );
+    let text = scanfleet(&f, &["status", "dead"], &env);
+    assert!(stdout(&text).contains("last error:"), "{}", stdout(&text));
+    f.wait_for_depth(&f.queues.dlq, 1).await;
+    f.wait_for_depth(&f.queues.control, 0).await;
+
+    // Fix the cause (a worker reads the queue's limit at start-up), then reconcile.
+    f.set_queue_attribute(
+        &f.queues.output,
+        QueueAttributeName::MaximumMessageSize,
+        "262144",
+    )
+    .await;
+    // SIGTERM, not kill -9: a killed worker's pending long poll could swallow the redriven
+    // task for a whole visibility timeout.
+    worker.terminate();
+    assert!(
+        common::wait_exit(&mut worker, Duration::from_secs(60))
+            .await
+            .is_some()
+    );
+    worker = f.worker(&env);
+    let out = scanfleet(
+        &f,
+        &["reconcile", "dead", "--redrive-from", &f.queues.dlq],
+        &env,
+    );
+    assert!(out.status.success(), "reconcile: {}", stderr(&out));
+    let report = stdout(&out);
+    assert!(
+        report.contains("moved back from the dead-letter queue"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("re-enqueued"),
+        "the redriven segment was enqueued twice: {report}"
+    );
+    let start = std::time::Instant::now();
+    let s = loop {
+        let s = status_json(&f, &ledger, "dead");
+        if s["state"] != "failed" && s["state"] != "running" {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "job never ended: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["rows_published"], rows + 1, "{s}");
+    assert_eq!(f.depth(&f.queues.dlq).await, 0);
+    let again = scanfleet(&f, &["reconcile", "dead"], &env);
+    assert!(
+        stdout(&again).contains("nothing to reconcile"),
+        "{}",
+        stdout(&again)
+    );
+    assert!(worker.metric("scanfleet_tasks_completed_total", "") >= Some(1.0));
+    drop_table(&f, &ledger).await;
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_suggests_segments_with_its_reasons() {
+    let f = Fixture::new(50, 3).await;
+    let out = scanfleet(&f, &["plan", "--table", &f.table, "--workers", "3"], &[]);
+    assert!(out.status.success(), "plan: {}", stderr(&out));
+    let text = stdout(&out);
+    // A small table on 3 workers × 4 slots: one segment per slot.
+    assert!(text.contains("one segment per 2 GB"), "{text}");
+    assert!(text.ends_with("suggested: --segments 12"), "{text}");
+    let out = scanfleet(&f, &["status", "some-job"], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ledger.table"), "{}", stderr(&out));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicated_task_is_not_counted_twice_and_does_not_rescan_the_segment() {
+    let rows = scaled(300, 150);
+    let f = Fixture::new(rows, 3).await;
+    let ledger = create_ledger(&f);
+    let env = [
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        ("SCANFLEET__WORKER__CHECKPOINT_ROWS", "40"),
+    ];
+    let w = f.worker(&env);
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "1",
+            "--limit-of-rows",
+            "20",
+            "--job-id",
+            "dup",
+            "--wait",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = status_json(&f, &ledger, "dup");
+    assert_eq!(first["rows_published"], rows, "{first}");
+    assert!(first["chunks"].as_u64().unwrap() > 2, "{first}");
+    // The segment's first task again, as a duplicate delivery would bring it.
+    f.send_task(&format!(
+        r#"{{"current_segment":0,"total_segments":1,"limit_of_rows":20,"table":"{}","job_id":"dup"}}"#,
+        f.table
+    ))
+    .await;
+    wait_for("the duplicate", Duration::from_secs(60), || {
+        w.metric("scanfleet_duplicate_chunks_total", "") == Some(1.0)
+    })
+    .await;
+    f.wait_for_depth(&f.queues.control, 0).await;
+    let published = w.metric("scanfleet_rows_published_total", "").unwrap();
+    assert!(
+        published <= (rows + 60) as f64,
+        "the duplicate rescanned the segment: {published} rows published"
+    );
+    let after = status_json(&f, &ledger, "dup");
+    for k in [
+        "state",
+        "segments_done",
+        "chunks",
+        "rows_scanned",
+        "rows_published",
+        "read_units_consumed",
+    ] {
+        assert_eq!(after[k], first[k], "{k} changed: {first} → {after}");
+    }
+    drop_table(&f, &ledger).await;
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_resumes_a_lost_segment_from_the_ledgers_position() {
+    let rows = scaled(400, 200);
+    let f = Fixture::new(rows, 5).await;
+    let ledger = create_ledger(&f);
+    let env = [
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        ("SCANFLEET__WORKER__CHECKPOINT_ROWS", "20"),
+        ("SCANFLEET__CONTROL__VISIBILITY_TIMEOUT_SECONDS", "5"),
+    ];
+    let mut w = f.worker(&env);
+    let budget = scaled(4, 2).to_string();
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "1",
+            "--limit-of-rows",
+            "10",
+            "--job-id",
+            "lost",
+            "--read-units-per-second",
+            &budget,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let start = std::time::Instant::now();
+    while status_json(&f, &ledger, "lost")["chunks"].as_u64().unwrap() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no chunk recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The worker dies and its task is lost (purged): only the ledger knows where it was.
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    f.aws
+        .sqs
+        .purge_queue()
+        .queue_url(&f.queues.control)
+        .send()
+        .await
+        .expect("PurgeQueue");
+    f.wait_for_depth(&f.queues.control, 0).await;
+    let before = status_json(&f, &ledger, "lost");
+    assert_eq!(before["state"], "running", "{before}");
+    let chunks = before["chunks"].as_u64().unwrap();
+
+    let out = scanfleet(&f, &["reconcile", "lost", "--stale-seconds", "0"], &env);
+    assert!(out.status.success(), "reconcile: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("segment 0: re-enqueued at chunk {chunks}")
+    );
+    let _w = f.worker(&env);
+    let start = std::time::Instant::now();
+    let s = loop {
+        let s = status_json(&f, &ledger, "lost");
+        if s["state"] == "done" {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "never done: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(s["rows_published"], rows, "{s}");
+    let received = f.drain_output(rows as usize).await;
+    let distinct: HashSet<_> = received.iter().map(plain_key).collect();
+    assert_eq!(distinct, f.expected_keys(), "rows were lost");
+    drop_table(&f, &ledger).await;
+    f.finish_clean().await;
+}
