@@ -483,6 +483,11 @@ def iam(policy_path, src_dir, cfn_out):
     allowed = {"dynamodb:Scan", "dynamodb:DescribeTable", "sqs:ReceiveMessage", "sqs:DeleteMessage",
                "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:SendMessage"}
     control_only = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+    # Only with a job ledger (ledger.table): workers read and update their segment's record.
+    # enqueue/status/reconcile (put_item, query) run with the operator's credentials, not these.
+    optional = {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    required = set(allowed)
+    allowed |= optional
     if p.get("Version") != "2012-10-17": err("Version must be 2012-10-17")
     granted = set()
     control_queues = set()
@@ -505,15 +510,16 @@ def iam(policy_path, src_dir, cfn_out):
             if svc == "dynamodb" and not re.fullmatch(r"arn:aws[a-z-]*:dynamodb:[^:]+:[^:]+:table/[A-Za-z0-9_.-]+", r): err(f"{sid}: {r} is not a table ARN")
         if control_only & set(actions): control_queues.update(res)
     if len(control_queues) > 1: err(f"receive/delete/change-visibility granted on several queues: {sorted(control_queues)}")
-    missing = allowed - granted
+    missing = required - granted
     if missing: err(f"the worker needs {sorted(missing)}")
     # What the worker's code calls (a heuristic over src/, excluding the test kit): a warning
     # when the policy would not allow it.
     calls = {"scan": "dynamodb:Scan", "describe_table": "dynamodb:DescribeTable", "receive_message": "sqs:ReceiveMessage",
              "delete_message": "sqs:DeleteMessage", "delete_message_batch": "sqs:DeleteMessage",
              "change_message_visibility": "sqs:ChangeMessageVisibility", "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
-             "get_queue_attributes": "sqs:GetQueueAttributes", "send_message": "sqs:SendMessage", "send_message_batch": "sqs:SendMessage"}
-    sdk_ops = {"query", "get_item", "put_item", "update_item", "delete_item", "batch_get_item", "batch_write_item",
+             "get_queue_attributes": "sqs:GetQueueAttributes", "send_message": "sqs:SendMessage", "send_message_batch": "sqs:SendMessage",
+             "get_item": "dynamodb:GetItem", "update_item": "dynamodb:UpdateItem"}
+    sdk_ops = {"delete_item", "batch_get_item", "batch_write_item",
                "get_queue_url", "list_queues", "create_queue", "purge_queue", "set_queue_attributes"}
     for f in sorted(Path(src_dir).glob("**/*.rs")):
         if f.name == "devkit.rs": continue

@@ -217,10 +217,10 @@ async fn a_task_longer_than_the_visibility_timeout_is_not_delivered_twice() {
 async fn readyz_turns_ready_and_metrics_export_every_name_the_dashboard_and_alerts_use() {
     let f = Fixture::new(30, 3).await;
     let w = f.worker(&[]);
-    assert_eq!(
-        devkit::http_get(w.metrics_port, "/healthz").map(|r| r.0),
-        Some(200)
-    );
+    wait_for("healthz 200", Duration::from_secs(30), || {
+        devkit::http_get(w.metrics_port, "/healthz").map(|r| r.0) == Some(200)
+    })
+    .await;
     wait_for("readyz 200", Duration::from_secs(30), || {
         devkit::http_get(w.metrics_port, "/readyz").map(|r| r.0) == Some(200)
     })
