@@ -113,21 +113,36 @@ pub fn install_metrics() -> PrometheusHandle {
         DUPLICATE_CHUNKS,
         "Chunks the ledger had already counted (redelivered or duplicated tasks)."
     );
-    // Zero-initialise the counters a dashboard divides by, so they exist before the first task.
+    // Zero-initialise every counter, so each series exists from start-up: a dashboard panel or
+    // an alert on a counter that has not happened yet would otherwise see no data at all
+    // (tests/emulator.rs checks this against deploy/metrics-used.txt).
     for name in [
         TASKS_RECEIVED,
         TASKS_COMPLETED,
         TASKS_FAILED,
+        TASKS_HANDED_BACK,
         ROWS_SCANNED,
         ROWS_PUBLISHED,
         SCAN_PAGES,
+        PUBLISH_RETRIES,
+        RECEIVE_ERRORS,
+        HEARTBEATS,
+        HEARTBEAT_ERRORS,
+        CHECKPOINTS,
+        LEDGER_ERRORS,
+        DUPLICATE_CHUNKS,
     ] {
         counter!(name).increment(0);
     }
     for reason in RejectReason::ALL {
         counter!(TASKS_REJECTED, "reason" => reason.label()).increment(0);
     }
-    counter!(CHECKPOINTS).increment(0);
+    for action in ["delete", "release"] {
+        counter!(ACK_ERRORS, "action" => action).increment(0);
+    }
+    for outcome in ["diverted", "failed"] {
+        counter!(ROWS_OVERSIZE, "outcome" => outcome).increment(0);
+    }
     gauge!(TASKS_IN_FLIGHT).set(0.0);
     gauge!(READ_CAPACITY).set(0.0);
     handle
