@@ -4,18 +4,21 @@
 #   2. the deployment checks (scripts/check-deploy.sh: kustomize, Kubernetes schemas, checkov,
 #      hadolint, promtool; it installs its tools, promtool from Debian's prometheus package);
 #   3. the integration tests against ministack, then against moto (each started on a free
-#      loopback port, stopped by PID afterwards).
+#      loopback port, stopped by PID afterwards);
+#   4. the benchmark in a small, quick configuration, only to prove it runs (no timing judged).
 # SCANFLEET_EMULATORS="ministack" limits step 2 to the named emulators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 emulators=${SCANFLEET_EMULATORS:-ministack moto}
 running=""
+# Every cargo test line is also kept here, to print one closing count at the end.
+log=$(mktemp)
 cleanup() { for e in $running; do scripts/emulator.sh stop "$e" || true; done; }
-trap cleanup EXIT
+trap 'cleanup; rm -f "$log"' EXIT
 
 echo "== unit tests and CLI tests"
-cargo test --locked --no-fail-fast --lib --bins --test cli --test mocks
+cargo test --locked --no-fail-fast --lib --bins --test cli --test mocks 2>&1 | tee -a "$log"
 
 echo "== deployment checks"
 scripts/check-deploy.sh
@@ -28,7 +31,14 @@ for emulator in $emulators; do
   env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     SCANFLEET_TEST_EMULATOR="$emulator" \
-    cargo test --locked --no-fail-fast --test emulator --test faults --test jobs
+    cargo test --locked --no-fail-fast --test emulator --test faults --test jobs 2>&1 | tee -a "$log"
   scripts/emulator.sh stop "$emulator"
   running=${running/ $emulator/}
 done
+
+echo "== benchmark smoke run (BENCH_SMOKE=1: debug build, small table, nothing recorded)"
+BENCH_SMOKE=1 scripts/bench.sh --rows 2000 --segments 4 --latency-ms 5 --no-scaling
+
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
