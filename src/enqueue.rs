@@ -1,15 +1,8 @@
 //! `scanfleet enqueue`: one task message per segment, sent with SendMessageBatch.
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use futures::{StreamExt, TryStreamExt};
-
-use crate::batch::MAX_BATCH_ENTRIES;
 use crate::expression::RawScanOptions;
 use crate::sqs;
 use crate::task::{self, TablePolicy, TaskMessage};
-
-/// Batches sent concurrently; enough to enqueue a million segments in reasonable time.
-const CONCURRENT_BATCHES: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -101,24 +94,7 @@ pub async fn enqueue(
     job: &Job,
 ) -> Result<(), EnqueueError> {
     let bodies = task_bodies(job)?;
-    futures::stream::iter(bodies.chunks(MAX_BATCH_ENTRIES))
-        .map(|chunk| {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, body)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body)
-                        .build()
-                        .expect("id and body are set")
-                })
-                .collect();
-            sqs::send_batch(client, queue_url, entries)
-        })
-        .buffer_unordered(CONCURRENT_BATCHES)
-        .try_collect::<()>()
-        .await?;
+    sqs::send_tasks(client, queue_url, &bodies).await?;
     Ok(())
 }
 

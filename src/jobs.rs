@@ -4,9 +4,6 @@ use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-
-use crate::batch::MAX_BATCH_ENTRIES;
 use crate::ledger::{self, BoxError, Ledger, Summary};
 use crate::sqs;
 
@@ -133,20 +130,7 @@ pub async fn reconcile(
         bodies.push(ledger::resume_task(&record.task_template, r)?);
         done.reenqueued.push((r.segment, r.chunk));
     }
-    for chunk in bodies.chunks(MAX_BATCH_ENTRIES) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .build()
-                    .expect("id and body are set")
-            })
-            .collect();
-        sqs::send_batch(sqs_client, opts.control_url, entries).await?;
-    }
+    sqs::send_tasks(sqs_client, opts.control_url, &bodies).await?;
     Ok(done)
 }
 

@@ -173,6 +173,11 @@ impl ControlQueue {
 
     /// Whether the queue has a redrive policy (a dead-letter queue). `None` if unknown.
     pub async fn has_redrive_policy(&self) -> Option<bool> {
+        self.redrive_policy().await.map(|p| p.is_some())
+    }
+
+    /// The queue's `RedrivePolicy` attribute: `Some(None)` without one, `None` if unreadable.
+    async fn redrive_policy(&self) -> Option<Option<String>> {
         let out = self
             .client
             .get_queue_attributes()
@@ -181,33 +186,53 @@ impl ControlQueue {
             .send()
             .await
             .ok()?;
-        Some(out.attributes().is_some_and(|a| {
-            a.contains_key(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-        }))
+        Some(
+            out.attributes
+                .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)),
+        )
     }
 }
 
 impl ControlQueue {
     /// The `maxReceiveCount` of the queue's redrive policy, if it has one and it can be read.
     pub async fn max_receive_count(&self) -> Option<u32> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-            .send()
-            .await
-            .ok()?;
-        let policy = out
-            .attributes()?
-            .get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)?;
-        let v: serde_json::Value = serde_json::from_str(policy).ok()?;
+        let policy = self.redrive_policy().await??;
+        let v: serde_json::Value = serde_json::from_str(&policy).ok()?;
         match &v["maxReceiveCount"] {
             serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
             serde_json::Value::String(s) => s.parse().ok(),
             _ => None,
         }
     }
+}
+
+/// Sends task bodies to the control queue, 10 per `SendMessageBatch`, several batches at once.
+pub async fn send_tasks(
+    client: &Client,
+    queue_url: &str,
+    bodies: &[String],
+) -> Result<(), SendError> {
+    use futures::{StreamExt, TryStreamExt};
+    /// Batches in flight; enough to enqueue a million segments in reasonable time.
+    const CONCURRENT_BATCHES: usize = 16;
+    futures::stream::iter(bodies.chunks(crate::batch::MAX_BATCH_ENTRIES))
+        .map(|chunk| {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .expect("id and body are set")
+                })
+                .collect();
+            send_batch(client, queue_url, entries)
+        })
+        .buffer_unordered(CONCURRENT_BATCHES)
+        .try_collect::<()>()
+        .await
 }
 
 /// How many times SQS has delivered this message (1 on first delivery).
