@@ -162,6 +162,25 @@ fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMeta
         .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
+/// The outcome of a write whose failed condition means "already recorded, nothing to do":
+/// that failure is success, any other error is returned.
+fn unless_condition_failed<T, E>(
+    r: Result<T, aws_sdk_dynamodb::error::SdkError<E, aws_smithy_runtime_api::http::Response>>,
+) -> Result<(), BoxError>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_conditional_failure(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Ledger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
@@ -275,11 +294,7 @@ impl Ledger {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        unless_condition_failed(r)
     }
 
     /// A sign of life while a chunk runs (with each visibility extension).
@@ -298,11 +313,7 @@ impl Ledger {
             .expression_attribute_values(":now", n(now_secs()))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        unless_condition_failed(r)
     }
 
     /// Counts a finished chunk exactly once (see the module documentation).
@@ -410,11 +421,7 @@ impl Ledger {
             .expression_attribute_values(":one", n(1))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        unless_condition_failed(r)
     }
 
     pub async fn segment(
