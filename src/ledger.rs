@@ -182,6 +182,19 @@ where
 }
 
 impl Ledger {
+    /// An UpdateItem on the record of `task`'s segment in `job`.
+    fn segment_update(
+        &self,
+        job: &str,
+        task: &Task,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(job))
+            .key(SK, s(segment_item(task.segment as u32)))
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
@@ -276,12 +289,7 @@ impl Ledger {
         job: &str,
         worker: &str,
     ) -> Result<(), BoxError> {
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(job))
-            .key(SK, s(segment_item(task.segment as u32)))
+        let r = self.segment_update(job, task)
             .update_expression(
                 "SET #st = :running, worker = :w, heartbeat_at = :now, chunks = if_not_exists(chunks, :zero)",
             )
@@ -300,11 +308,7 @@ impl Ledger {
     /// A sign of life while a chunk runs (with each visibility extension).
     pub async fn heartbeat(&self, task: &Task, job: &str, worker: &str) -> Result<(), BoxError> {
         let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(job))
-            .key(SK, s(segment_item(task.segment as u32)))
+            .segment_update(job, task)
             .update_expression("SET heartbeat_at = :now")
             .condition_expression("#st = :running AND worker = :w")
             .expression_attribute_names("#st", "status")
@@ -332,11 +336,7 @@ impl Ledger {
             "heartbeat_at = :now",
         ];
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(job))
-            .key(SK, s(segment_item(task.segment as u32)))
+            .segment_update(job, task)
             .condition_expression("attribute_not_exists(chunks) OR chunks = :chunk")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":chunk", n(task.chunk))
@@ -398,12 +398,7 @@ impl Ledger {
         dead: bool,
     ) -> Result<(), BoxError> {
         let error: String = error.chars().take(1000).collect();
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(job))
-            .key(SK, s(segment_item(task.segment as u32)))
+        let r = self.segment_update(job, task)
             .update_expression(
                 "SET last_error = :e, worker = :w, heartbeat_at = :now, #st = :status, chunks = if_not_exists(chunks, :zero) ADD failures :one",
             )
