@@ -11,6 +11,7 @@
 //! continuation task, so a crash repeats at most one chunk.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -271,7 +272,9 @@ const ROW_ID_LEN: usize = 32;
 
 impl RowAttributes {
     fn for_task(task: &Task) -> Self {
-        let mut map = HashMap::new();
+        // Room for `row_id` too: each row's copy of the map (see `for_row`) then takes it
+        // without growing, as a clone keeps the original's capacity.
+        let mut map = HashMap::with_capacity(4);
         let mut size = ROW_ID.len() + "String".len() + ROW_ID_LEN;
         let mut add = |name: &str, data_type: &str, value: String| {
             size += name.len() + data_type.len() + value.len();
@@ -328,7 +331,9 @@ pub fn row_id(table: &str, key_names: &[String], row: &Item) -> String {
             _ => part(b"-"),
         }
     }
-    format!("{:032x}", h.digest128())
+    let mut id = String::with_capacity(ROW_ID_LEN);
+    write!(id, "{:032x}", h.digest128()).expect("writing to a String cannot fail");
+    id
 }
 
 /// Whether an SQS queue URL names a FIFO queue (SQS requires the `.fifo` suffix).
@@ -390,6 +395,10 @@ async fn publish(
     let (mut scanned, mut diverted, mut read_units) = (0u64, 0u64, 0f64);
     // Where the segment goes on after the last page published (`None` after the final page).
     let mut resume: Option<Item> = None;
+    // Each body's buffer is sized from the previous row's (see `item::encode`), with room for
+    // a slightly longer one; following the last row rather than the largest keeps one huge row
+    // from inflating every buffer after it.
+    let mut body_capacity = 256;
     let end = loop {
         let page = tokio::select! {
             biased;
@@ -414,7 +423,8 @@ async fn publish(
         // Rows are consumed as they are encoded, so a page's items are freed while it is
         // published rather than after.
         for row in page.items {
-            let body = item::encode(&row, out.format)?;
+            let body = item::encode(&row, out.format, body_capacity)?;
+            body_capacity = body.len() + body.len() / 8;
             let size = body.len() + attrs.size;
             if size > max_message {
                 divert_oversize(out, task, key_names, &row, size, max_message).await?;
