@@ -304,6 +304,18 @@ async fn run_peer(aws: &Aws, a: &Args, python: &Path, table: &str) -> Result<Run
     })
 }
 
+/// The commit the benchmark ran (`-dirty` with uncommitted changes), so a recorded run can be
+/// tied to the code it measured.
+fn code_version() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -360,27 +372,31 @@ async fn main() -> Result<(), BoxError> {
             a.scaling_latency_ms
         ));
         let mut one = None;
+        let mut scaling = Vec::new();
         for k in [1, 2, 4] {
             let run = run_scanfleet(&aws, &a, &table, k, a.scaling_latency_ms).await?;
             eprintln!("{}", run.row());
             report.push_str(&format!("{}\n", run.row()));
             let base = *one.get_or_insert(run.rows_per_second());
             if k > 1 {
-                eprintln!(
+                let line = format!(
                     "{k} workers: {:.2}× one worker",
                     run.rows_per_second() / base
                 );
+                eprintln!("{line}");
+                scaling.push(line);
             }
         }
-        report.push('\n');
+        report.push_str(&format!("\n{}.\n", scaling.join("; ")));
     }
     let _ = aws.dynamodb.delete_table().table_name(&table).send().await;
 
     let command: Vec<String> = std::env::args().skip(1).collect();
     let section = format!(
-        "## Run of {} UTC\n\nMachine: {}. Emulator: ministack. Command: `make bench ARGS=\"{}\"` ({} rows of ~{} bytes, page size {}).\n\n{report}",
+        "## Run of {} UTC\n\nMachine: {}. Emulator: ministack. Code: {}. Command: `make bench ARGS=\"{}\"` ({} rows of ~{} bytes, page size {}).\n\n{report}",
         now_utc(),
         machine(),
+        code_version(),
         command
             .iter()
             .filter(|c| !c.starts_with("--record") && !c.ends_with(".md"))
