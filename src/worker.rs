@@ -84,9 +84,14 @@ pub async fn run(
     loop {
         // A free slot first: a worker never receives more tasks than it can run, so no task
         // waits on this worker while another could have taken it.
+        // `biased`: shutdown wins when both are ready. An unbiased select picked a free slot
+        // half the time, so a stopping worker went on polling, and each message it received and
+        // handed back used up one of the task's receives (maxReceiveCount): a continuation task
+        // received that way five times went to the dead-letter queue instead of the next worker.
         let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
+            biased;
             () = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
         };
         let mut permits = vec![first];
         while permits.len() < MAX_RECEIVE {
@@ -352,6 +357,9 @@ async fn with_heartbeat(
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
+            // `biased`: a chunk that finished as the hard stop fired is still recorded (its
+            // rows were all accepted), rather than handed back to be published again.
+            biased;
             result = &mut work => return Some(result),
             () = shared.hard_stop.cancelled() => return None,
             _ = beat.tick() => {
