@@ -165,15 +165,8 @@ pub async fn create_queues(
     max_receive_count: u32,
 ) -> Result<Queues, BoxError> {
     let dlq = create_queue(aws, &format!("{prefix}-dlq"), HashMap::new()).await?;
-    let dlq_arn = aws
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+    let dlq_arn = crate::sqs::queue_attribute(&aws.sqs, &dlq, QueueAttributeName::QueueArn)
         .await?
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .ok_or("DLQ has no QueueArn")?;
     let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()});
     let control = create_queue(
@@ -203,27 +196,6 @@ pub async fn create_queue(
         .send()
         .await?;
     Ok(out.queue_url.ok_or("CreateQueue returned no URL")?)
-}
-
-/// Visible plus in-flight messages (SQS's approximate counts).
-pub async fn queue_depth(aws: &Aws, url: &str) -> Result<u64, BoxError> {
-    let out = aws
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await?;
-    let attrs = out.attributes.unwrap_or_default();
-    let n = |k: QueueAttributeName| {
-        attrs
-            .get(&k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(n(QueueAttributeName::ApproximateNumberOfMessages)
-        + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
 }
 
 /// A received output message.

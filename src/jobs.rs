@@ -105,7 +105,7 @@ pub async fn reconcile(
 ) -> Result<Reconciled, BoxError> {
     let (record, segments) = ledger.job(job).await?;
     if !opts.force {
-        let depth = queue_depth(sqs_client, opts.control_url).await?;
+        let depth = sqs::queue_depth(sqs_client, opts.control_url).await?;
         if depth > 0 {
             return Err(format!(
                 "the control queue holds {depth} tasks (visible or in flight); this job's may be among them and would be run twice. Wait until it is empty, or pass --force"
@@ -132,25 +132,6 @@ pub async fn reconcile(
     }
     sqs::send_tasks(sqs_client, opts.control_url, &bodies).await?;
     Ok(done)
-}
-
-async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, BoxError> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await?;
-    let attrs = out.attributes.unwrap_or_default();
-    let n = |k: A| {
-        attrs
-            .get(&k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
 }
 
 /// Moves the job's tasks from the DLQ back to the control queue (send, then delete: a crash

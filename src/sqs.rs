@@ -178,18 +178,13 @@ impl ControlQueue {
 
     /// The queue's `RedrivePolicy` attribute: `Some(None)` without one, `None` if unreadable.
     async fn redrive_policy(&self) -> Option<Option<String>> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-            .send()
-            .await
-            .ok()?;
-        Some(
-            out.attributes
-                .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)),
+        queue_attribute(
+            &self.client,
+            &self.url,
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
         )
+        .await
+        .ok()
     }
 }
 
@@ -246,15 +241,52 @@ pub fn receive_count(message: &Message) -> u32 {
 
 /// The queue's `MaximumMessageSize`, or `None` if it cannot be read.
 pub async fn max_message_size(client: &Client, url: &str) -> Option<usize> {
+    queue_attribute(
+        client,
+        url,
+        aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+    )
+    .await
+    .ok()??
+    .parse()
+    .ok()
+}
+
+pub type AttributesError =
+    SdkError<aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError>;
+
+/// One attribute of a queue; `Ok(None)` if the queue does not have it.
+pub async fn queue_attribute(
+    client: &Client,
+    url: &str,
+    name: aws_sdk_sqs::types::QueueAttributeName,
+) -> Result<Option<String>, AttributesError> {
     let out = client
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+        .attribute_names(name.clone())
         .send()
-        .await
-        .ok()?;
-    out.attributes()?
-        .get(&aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)?
-        .parse()
-        .ok()
+        .await?;
+    Ok(out.attributes.and_then(|mut a| a.remove(&name)))
+}
+
+/// Visible plus in-flight messages (SQS's approximate counts): how much of a queue's work is
+/// not finished yet.
+pub async fn queue_depth(client: &Client, url: &str) -> Result<u64, AttributesError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let attrs = out.attributes.unwrap_or_default();
+    let n = |k: A| {
+        attrs
+            .get(&k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
 }

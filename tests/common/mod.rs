@@ -149,7 +149,7 @@ impl Fixture {
     }
 
     pub async fn depth(&self, url: &str) -> u64 {
-        devkit::queue_depth(&self.aws, url)
+        scanfleet::sqs::queue_depth(&self.aws.sqs, url)
             .await
             .expect("queue depth")
     }
