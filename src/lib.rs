@@ -36,15 +36,18 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// How long a connection attempt may take before it counts as failed.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long one attempt of an AWS call may take. It must outlive a 20 s long poll; beyond
+/// that a hung connection is a failure the caller retries, not a reason to wait forever.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Loads the AWS configuration the standard way: credential chain, region, and
 /// `AWS_ENDPOINT_URL` for a local endpoint. Nothing is hard-coded.
 pub async fn aws_config() -> aws_config::SdkConfig {
-    use std::time::Duration;
-    // Attempts must outlive a 20 s long poll; beyond that a hung connection is a failure
-    // the caller retries, not a reason to wait forever.
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(Duration::from_secs(30))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .build();
     // Stalled-stream protection watches request bodies as they are written; ours are at most
     // 1 MiB and already in memory, so the attempt timeout covers a stall, and the watcher cost

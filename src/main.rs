@@ -20,8 +20,9 @@ use std::time::Duration;
 
 /// SQS's default MaximumMessageSize, assumed when the queue's own cannot be read.
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
-use scanfleet::settings::Settings;
-use scanfleet::sqs::ControlQueue;
+use scanfleet::settings::{OutputClient, Settings};
+use scanfleet::sqs::direct::DirectSqs;
+use scanfleet::sqs::{ControlQueue, Publisher};
 use scanfleet::worker::{self, Health};
 use scanfleet::{http, telemetry};
 
@@ -376,9 +377,18 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
         }
     };
     let oversize = &settings.output.oversize_queue_url;
+    let publisher = match settings.output.client {
+        OutputClient::Direct => Publisher::Direct(Arc::new(
+            DirectSqs::new(&aws)
+                .await
+                .map_err(|e| anyhow::anyhow!("output.client = \"direct\": {e}"))?,
+        )),
+        OutputClient::Sdk => Publisher::Sdk(sqs_client.clone()),
+    };
     let output = Output {
         dynamodb: aws_sdk_dynamodb::Client::new(&aws),
         sqs: sqs_client.clone(),
+        publisher,
         queue_url: output_url.clone(),
         format: settings.output.format,
         max_batch_bytes: settings.output.max_batch_bytes as usize,

@@ -19,7 +19,6 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::operation::scan::ScanError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +28,7 @@ use crate::budget::{self, ReadBudget};
 use crate::item;
 pub use crate::item::Item;
 use crate::settings::OutputFormat;
-use crate::sqs::{self, SendError};
+use crate::sqs::{self, Attribute, OutMessage, Publisher, SendError};
 use crate::task::Task;
 use crate::telemetry;
 
@@ -49,6 +48,8 @@ pub struct Checkpointing {
 pub struct Output {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// Sends the row batches (`output.client`); `sqs` makes every other call.
+    pub publisher: Publisher,
     pub queue_url: String,
     pub format: OutputFormat,
     pub max_batch_bytes: usize,
@@ -260,47 +261,45 @@ async fn scan(
 
 /// Attributes every row of the task carries, built once per task.
 struct RowAttributes {
-    map: HashMap<String, MessageAttributeValue>,
+    shared: Arc<[Attribute]>,
     /// Their size as SQS counts it toward message and batch limits (name + type + value),
     /// including the per-row `row_id`.
     size: usize,
 }
 
-const ROW_ID: &str = "row_id";
 /// `row_id` is 32 hex digits.
 const ROW_ID_LEN: usize = 32;
 
 impl RowAttributes {
     fn for_task(task: &Task) -> Self {
-        // Room for `row_id` too: each row's copy of the map (see `for_row`) then takes it
-        // without growing, as a clone keeps the original's capacity.
-        let mut map = HashMap::with_capacity(4);
-        let mut size = ROW_ID.len() + "String".len() + ROW_ID_LEN;
-        let mut add = |name: &str, data_type: &str, value: String| {
-            size += name.len() + data_type.len() + value.len();
-            map.insert(name.to_owned(), string_attribute(data_type, value));
-        };
-        add("table", "String", task.table.clone());
-        add("segment", "Number", task.segment.to_string());
+        let mut shared = vec![Attribute {
+            name: "table".into(),
+            data_type: "String",
+            value: task.table.clone(),
+        }];
+        shared.push(Attribute {
+            name: "segment".into(),
+            data_type: "Number",
+            value: task.segment.to_string(),
+        });
         if let Some(job) = &task.job_id {
-            add("job_id", "String", job.clone());
+            shared.push(Attribute {
+                name: "job_id".into(),
+                data_type: "String",
+                value: job.clone(),
+            });
         }
-        Self { map, size }
+        let row_id = sqs::ROW_ID_ATTRIBUTE.len() + "String".len() + ROW_ID_LEN;
+        let size = shared
+            .iter()
+            .map(|a| a.name.len() + a.data_type.len() + a.value.len())
+            .sum::<usize>()
+            + row_id;
+        Self {
+            shared: shared.into(),
+            size,
+        }
     }
-
-    fn for_row(&self, row_id: String) -> HashMap<String, MessageAttributeValue> {
-        let mut map = self.map.clone();
-        map.insert(ROW_ID.to_owned(), string_attribute("String", row_id));
-        map
-    }
-}
-
-fn string_attribute(data_type: &str, value: String) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type(data_type)
-        .string_value(value)
-        .build()
-        .expect("data type is set")
 }
 
 /// A stable id for a row: a 128-bit XXH3 hash of the table name and the row's primary key,
@@ -432,20 +431,14 @@ async fn publish(
                 continue;
             }
             let id = row_id(&task.table, key_names, &row);
-            let mut entry = SendMessageBatchRequestEntry::builder()
-                .id("") // numbered when the batch is closed
-                .message_body(body);
-            if fifo {
-                // SQS drops a message whose deduplication id it saw in the last 5 minutes,
-                // so a repeated chunk is delivered once (within that window).
-                entry = entry
-                    .message_group_id(fifo_group_id(row.get(&key.partition)))
-                    .message_deduplication_id(id.clone());
-            }
-            let entry = entry
-                .set_message_attributes(Some(attrs.for_row(id)))
-                .build()
-                .expect("id and body are set");
+            // SQS drops a FIFO message whose deduplication id (the `row_id`) it saw in the
+            // last 5 minutes, so a repeated chunk is delivered once (within that window).
+            let entry = OutMessage {
+                body,
+                shared_attributes: Some(attrs.shared.clone()),
+                group_id: fifo.then(|| fifo_group_id(row.get(&key.partition))),
+                row_id: Some(id),
+            };
             drop(row);
             if let Some(batch) = batcher.push(entry, size)? {
                 spawn_send(out, &mut in_flight, batch).await?;
@@ -523,7 +516,7 @@ async fn divert_oversize(
 async fn spawn_send(
     out: &Output,
     in_flight: &mut JoinSet<Result<(), SendError>>,
-    mut batch: Vec<SendMessageBatchRequestEntry>,
+    batch: Vec<OutMessage>,
 ) -> Result<(), SegmentError> {
     while let Some(done) = in_flight.try_join_next() {
         done.expect("batch sends do not panic")?;
@@ -534,13 +527,10 @@ async fn spawn_send(
         .acquire_owned()
         .await
         .expect("the semaphore is never closed");
-    for (i, entry) in batch.iter_mut().enumerate() {
-        entry.id = i.to_string();
-    }
-    let (client, url) = (out.sqs.clone(), out.queue_url.clone());
+    let (publisher, url) = (out.publisher.clone(), out.queue_url.clone());
     in_flight.spawn(async move {
         let rows = batch.len();
-        let result = sqs::send_batch(&client, &url, batch).await;
+        let result = sqs::send_batch(&publisher, &url, batch).await;
         drop(permit);
         if result.is_ok() {
             telemetry::rows_published(rows);

@@ -34,17 +34,21 @@ where
     R: HttpStatus,
 {
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Class::Transient,
-        SdkError::ResponseError(e) => status_class(e.raw().status()),
-        SdkError::ServiceError(e) => {
-            if e.err().code().is_some_and(is_throttling_code) {
-                Class::Transient
-            } else {
-                status_class(e.raw().status())
-            }
-        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => class_of(None, None),
+        SdkError::ResponseError(e) => class_of(Some(e.raw().status()), None),
+        SdkError::ServiceError(e) => class_of(Some(e.raw().status()), e.err().code()),
         // Construction failures are our own bugs; retrying repeats them.
         _ => Class::Permanent,
+    }
+}
+
+/// The rule itself, for any AWS call: no response at all (timeout, connection failure),
+/// throttling, 5xx and 429 are transient; any other answer is permanent.
+pub fn class_of(status: Option<u16>, code: Option<&str>) -> Class {
+    match status {
+        None => Class::Transient,
+        Some(_) if code.is_some_and(is_throttling_code) => Class::Transient,
+        Some(status) => status_class(status),
     }
 }
 
@@ -125,6 +129,15 @@ mod tests {
         assert_eq!(status_class(429), Class::Transient);
         assert_eq!(status_class(400), Class::Permanent);
         assert_eq!(status_class(404), Class::Permanent);
+        assert_eq!(class_of(None, None), Class::Transient);
+        assert_eq!(
+            class_of(Some(400), Some("RequestThrottled")),
+            Class::Transient
+        );
+        assert_eq!(
+            class_of(Some(400), Some("InvalidParameterValue")),
+            Class::Permanent
+        );
     }
 
     #[test]

@@ -74,12 +74,26 @@ pub enum OutputFormat {
     Dynamodb,
 }
 
+/// What sends the row batches to the output queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputClient {
+    /// scanfleet's own `SendMessageBatch` client (SigV4-signed JSON over a pooled connection):
+    /// a fraction of the SDK's CPU per row.
+    Direct,
+    /// The AWS SDK, like every other call: for endpoints or proxies the direct client does not
+    /// handle (it ignores `HTTPS_PROXY`).
+    Sdk,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSettings {
     /// URL of the SQS queue receiving one message per row.
     pub queue_url: String,
     pub format: OutputFormat,
+    /// What sends the row batches: `direct` or `sdk`.
+    pub client: OutputClient,
     /// SendMessageBatch calls in flight per worker process, shared by all its tasks.
     pub max_in_flight_batches: u32,
     /// Upper bound on the summed message sizes of one SendMessageBatch call.

@@ -1,19 +1,184 @@
 //! Thin adapter over the SQS calls scanfleet makes; the worker loop is written against it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::SdkError;
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    Message, MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
 
 use crate::retry::{self, Class};
 use crate::telemetry;
 
+pub mod direct;
+
+/// A message attribute (`String` or `Number`), as SQS carries it next to the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: String,
+    pub data_type: &'static str,
+    pub value: String,
+}
+
+/// One message of a `SendMessageBatch`, in scanfleet's terms. Either client turns it into its
+/// request; neither needs a copy of it to do so, so failed entries can be resent as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutMessage {
+    pub body: String,
+    /// Attributes every row of a task carries (table, segment, job): built once per task and
+    /// shared by its rows.
+    pub shared_attributes: Option<Arc<[Attribute]>>,
+    /// The row's `row_id` attribute; on a FIFO queue also its deduplication id.
+    pub row_id: Option<String>,
+    /// FIFO queues: the message group (the row's partition key).
+    pub group_id: Option<String>,
+}
+
+/// Name of the per-row attribute carrying the row's stable id.
+pub const ROW_ID_ATTRIBUTE: &str = "row_id";
+
+impl OutMessage {
+    /// The message's attributes: the task's shared ones, then `row_id`.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        let shared = self.shared_attributes.iter().flat_map(|a| a.iter());
+        shared
+            .map(|a| (a.name.as_str(), a.data_type, a.value.as_str()))
+            .chain(
+                self.row_id
+                    .as_deref()
+                    .map(|id| (ROW_ID_ATTRIBUTE, "String", id)),
+            )
+    }
+
+    /// The deduplication id: the `row_id`, on FIFO queues (those with a group id).
+    pub fn deduplication_id(&self) -> Option<&str> {
+        self.group_id.as_ref().and(self.row_id.as_deref())
+    }
+
+    fn to_sdk_entry(&self, id: usize) -> SendMessageBatchRequestEntry {
+        let attributes = self
+            .attributes()
+            .map(|(name, data_type, value)| {
+                let value = MessageAttributeValue::builder()
+                    .data_type(data_type)
+                    .string_value(value)
+                    .build()
+                    .expect("data type is set");
+                (name.to_owned(), value)
+            })
+            .collect::<std::collections::HashMap<_, _>>();
+        SendMessageBatchRequestEntry::builder()
+            .id(id.to_string())
+            .message_body(&self.body)
+            .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+            .set_message_group_id(self.group_id.clone())
+            .set_message_deduplication_id(self.deduplication_id().map(str::to_owned))
+            .build()
+            .expect("id and body are set")
+    }
+}
+
+/// What sends a worker's row batches: the direct client (the default, see [`direct`]) or the
+/// AWS SDK (`output.client = "sdk"`; also what tests script faults through).
+#[derive(Clone, Debug)]
+pub enum Publisher {
+    Direct(Arc<direct::DirectSqs>),
+    Sdk(Client),
+}
+
+/// An entry SQS did not accept. `index` is its position in the batch that was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFailure {
+    pub index: usize,
+    pub sender_fault: bool,
+    pub code: String,
+    pub message: String,
+}
+
+/// A `SendMessageBatch` call that failed as a whole, already classified.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("SendMessageBatch failed: {message}")]
+pub struct CallError {
+    pub class: Class,
+    pub message: String,
+}
+
+impl Publisher {
+    /// One `SendMessageBatch` attempt. Entry ids are the entries' positions in `entries`.
+    async fn send_once(
+        &self,
+        queue_url: &str,
+        entries: &[OutMessage],
+    ) -> Result<Vec<EntryFailure>, CallError> {
+        match self {
+            Publisher::Direct(direct) => direct.send_batch(queue_url, entries).await,
+            Publisher::Sdk(client) => {
+                let sent = client
+                    .send_message_batch()
+                    .queue_url(queue_url)
+                    .set_entries(Some(
+                        entries
+                            .iter()
+                            .enumerate()
+                            .map(|(i, m)| m.to_sdk_entry(i))
+                            .collect(),
+                    ))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(out) => out
+                        .failed()
+                        .iter()
+                        .map(|f| {
+                            entry_failure(
+                                f.id(),
+                                f.sender_fault(),
+                                f.code(),
+                                f.message().unwrap_or_default(),
+                                entries.len(),
+                            )
+                        })
+                        .collect(),
+                    Err(e) => Err(CallError {
+                        class: retry::classify(&e),
+                        message: crate::error_chain(&e),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// An entry failure as SQS reports it, checked against the batch it answers: an id scanfleet
+/// did not send would otherwise make the resend loop lose track of rows.
+fn entry_failure(
+    id: &str,
+    sender_fault: bool,
+    code: &str,
+    message: &str,
+    sent: usize,
+) -> Result<EntryFailure, CallError> {
+    match id.parse::<usize>() {
+        Ok(index) if index < sent => Ok(EntryFailure {
+            index,
+            sender_fault,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }),
+        _ => Err(CallError {
+            class: Class::Permanent,
+            message: format!("SQS reported a failure for entry id {id:?}, which was not sent"),
+        }),
+    }
+}
+
 /// Why a batch of messages could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("SendMessageBatch failed: {0}")]
-    Call(Box<SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError>>),
+    #[error(transparent)]
+    Call(CallError),
     #[error("SQS refused entry {id} ({code}): {message}")]
     Refused {
         id: String,
@@ -28,60 +193,39 @@ pub enum SendError {
     },
 }
 
-impl From<SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError>>
-    for SendError
-{
-    fn from(
-        e: SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError>,
-    ) -> Self {
-        SendError::Call(Box::new(e))
-    }
-}
-
 /// Sends one batch (≤ 10 entries), retrying failed entries and transient errors with backoff.
 /// Returns when every entry was accepted; an entry SQS blames on the sender (`SenderFault`,
 /// e.g. a message too large for the queue) fails at once, since resending cannot help.
 pub async fn send_batch(
-    client: &Client,
+    publisher: &Publisher,
     queue_url: &str,
-    mut entries: Vec<SendMessageBatchRequestEntry>,
+    mut entries: Vec<OutMessage>,
 ) -> Result<(), SendError> {
     let mut backoff = retry::task_backoff();
     loop {
-        let sent = client
-            .send_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries.clone()))
-            .send()
-            .await;
-        let (failed_count, code, message) = match sent {
-            Ok(out) => {
-                let failed = out.failed();
-                if failed.is_empty() {
-                    return Ok(());
-                }
-                if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
+        let (failed_count, code, message) = match publisher.send_once(queue_url, &entries).await
+        {
+            Ok(failed) if failed.is_empty() => return Ok(()),
+            Ok(failed) => {
+                if let Some(f) = failed.iter().find(|f| f.sender_fault) {
                     return Err(SendError::Refused {
-                        id: f.id().to_owned(),
-                        code: f.code().to_owned(),
-                        message: f.message().unwrap_or_default().to_owned(),
+                        id: f.index.to_string(),
+                        code: f.code.clone(),
+                        message: f.message.clone(),
                     });
                 }
-                let first = &failed[0];
-                let (code, message) = (
-                    first.code().to_owned(),
-                    first.message().unwrap_or_default().to_owned(),
-                );
-                let retry_ids: Vec<&str> = failed.iter().map(|f| f.id()).collect();
-                entries.retain(|e| retry_ids.contains(&e.id()));
+                let (code, message) = (failed[0].code.clone(), failed[0].message.clone());
+                let mut index = 0;
+                entries.retain(|_| {
+                    index += 1;
+                    failed.iter().any(|f| f.index == index - 1)
+                });
                 (entries.len(), code, message)
             }
-            Err(e) if retry::classify(&e) == Class::Transient => (
-                entries.len(),
-                "transient".to_owned(),
-                crate::error_chain(&e),
-            ),
-            Err(e) => return Err(e.into()),
+            Err(e) if e.class == Class::Transient => {
+                (entries.len(), "transient".to_owned(), e.message)
+            }
+            Err(e) => return Err(SendError::Call(e)),
         };
         match backoff.next() {
             Some(delay) => {
@@ -210,20 +354,17 @@ pub async fn send_tasks(
     use futures::{StreamExt, TryStreamExt};
     /// Batches in flight; enough to enqueue a million segments in reasonable time.
     const CONCURRENT_BATCHES: usize = 16;
+    let publisher = Publisher::Sdk(client.clone());
     futures::stream::iter(bodies.chunks(crate::batch::MAX_BATCH_ENTRIES))
         .map(|chunk| {
             let entries = chunk
                 .iter()
-                .enumerate()
-                .map(|(i, body)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body)
-                        .build()
-                        .expect("id and body are set")
+                .map(|body| OutMessage {
+                    body: body.clone(),
+                    ..OutMessage::default()
                 })
                 .collect();
-            send_batch(client, queue_url, entries)
+            send_batch(&publisher, queue_url, entries)
         })
         .buffer_unordered(CONCURRENT_BATCHES)
         .try_collect::<()>()

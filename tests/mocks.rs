@@ -1,5 +1,10 @@
 //! What the emulators cannot do: throttle, fail some entries of a batch. Scripted with
 //! aws-smithy-mocks against the real SDK clients (no hand-written fake of SQS or DynamoDB).
+//!
+//! Batches go through `Publisher::Sdk` here, which the mocks can script; the resend and
+//! classification loop (`sqs::send_batch`) is the same for the direct client, whose own
+//! request and answer handling is unit-tested in `sqs::direct` and runs against both
+//! emulators in every emulator test (it is the default).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,26 +14,21 @@ use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::{AttributeValue, KeySchemaElement, KeyType, TableDescription};
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
-use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, SendMessageBatchRequestEntry, SendMessageBatchResultEntry,
-};
+use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_types::retry::RetryConfig;
 use scanfleet::pipeline::{self, Checkpointing, End, KeySchemas, Output};
 use scanfleet::settings::OutputFormat;
-use scanfleet::sqs::{self, SendError};
+use scanfleet::sqs::{self, OutMessage, Publisher, SendError};
 use scanfleet::task::Task;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-fn entries(n: usize) -> Vec<SendMessageBatchRequestEntry> {
+fn entries(n: usize) -> Vec<OutMessage> {
     (0..n)
-        .map(|i| {
-            SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(format!("row {i}"))
-                .build()
-                .unwrap()
+        .map(|i| OutMessage {
+            body: format!("row {i}"),
+            ..OutMessage::default()
         })
         .collect()
 }
@@ -87,8 +87,8 @@ async fn a_partially_failed_batch_resends_only_the_failed_entries() {
         });
     let resend = mock!(aws_sdk_sqs::Client::send_message_batch)
         .match_requests(|r| {
-            let ids: Vec<&str> = r.entries().iter().map(|e| e.id()).collect();
-            ids == ["8", "9"]
+            let bodies: Vec<&str> = r.entries().iter().map(|e| e.message_body()).collect();
+            bodies == ["row 8", "row 9"]
         })
         .then_compute_output(accept_all);
     let client = mock_client!(
@@ -97,7 +97,7 @@ async fn a_partially_failed_batch_resends_only_the_failed_entries() {
         [&first, &resend],
         no_sdk_retries
     );
-    sqs::send_batch(&client, "q", entries(10))
+    sqs::send_batch(&Publisher::Sdk(client), "q", entries(10))
         .await
         .expect("all entries accepted in the end");
     assert_eq!(first.num_calls(), 1);
@@ -122,7 +122,7 @@ async fn a_throttled_batch_is_retried_with_backoff() {
         [&rule, &accept],
         no_sdk_retries
     );
-    sqs::send_batch(&client, "q", entries(3))
+    sqs::send_batch(&Publisher::Sdk(client), "q", entries(3))
         .await
         .expect("accepted after retries");
     assert_eq!(rule.num_calls(), 3);
@@ -143,7 +143,7 @@ async fn an_entry_sqs_blames_on_the_sender_fails_at_once() {
             .unwrap()
     });
     let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rule], no_sdk_retries);
-    let err = sqs::send_batch(&client, "q", entries(2)).await.unwrap_err();
+    let err = sqs::send_batch(&Publisher::Sdk(client), "q", entries(2)).await.unwrap_err();
     assert!(
         matches!(err, SendError::Refused { ref code, .. } if code == "InvalidMessageContents"),
         "{err}"
@@ -162,7 +162,7 @@ async fn a_permanent_error_is_not_retried() {
         )
     });
     let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rule], no_sdk_retries);
-    let err = sqs::send_batch(&client, "q", entries(2)).await.unwrap_err();
+    let err = sqs::send_batch(&Publisher::Sdk(client), "q", entries(2)).await.unwrap_err();
     assert!(matches!(err, SendError::Call(_)), "{err}");
     assert_eq!(rule.num_calls(), 1);
 }
@@ -195,6 +195,7 @@ fn output(
 ) -> Output {
     Output {
         dynamodb,
+        publisher: Publisher::Sdk(sqs.clone()),
         sqs,
         queue_url: "out".into(),
         format: OutputFormat::Plain,
