@@ -203,8 +203,7 @@ pub async fn send_batch(
 ) -> Result<(), SendError> {
     let mut backoff = retry::task_backoff();
     loop {
-        let (failed_count, code, message) = match publisher.send_once(queue_url, &entries).await
-        {
+        let (failed_count, code, message) = match publisher.send_once(queue_url, &entries).await {
             Ok(failed) if failed.is_empty() => return Ok(()),
             Ok(failed) => {
                 if let Some(f) = failed.iter().find(|f| f.sender_fault) {

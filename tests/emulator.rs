@@ -178,6 +178,40 @@ async fn dynamodb_output_format_sends_attribute_value_json() {
     f.cleanup().await;
 }
 
+/// `output.client` changes what sends the batches, never what arrives: both clients put the
+/// same bodies with the same attributes on the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_direct_and_sdk_output_clients_send_identical_messages() {
+    let rows = 30;
+    let f = Fixture::new(rows, 3).await;
+    let mut runs = Vec::new();
+    for client in ["direct", "sdk"] {
+        let worker = f.worker(&[("SCANFLEET__OUTPUT__CLIENT", client)]);
+        f.send_task(r#"{"current_segment": 0, "total_segments": 1, "job_id": "j-7"}"#)
+            .await;
+        let received = f.drain(&f.queues.output, rows as usize).await;
+        f.wait_for_depth(&f.queues.control, 0).await;
+        drop(worker);
+        let mut messages: Vec<_> = received
+            .into_iter()
+            .map(|m| {
+                let mut attributes: Vec<_> = m.attributes.into_iter().collect();
+                attributes.sort();
+                (m.body, attributes)
+            })
+            .collect();
+        messages.sort();
+        runs.push(messages);
+    }
+    assert_eq!(runs[0].len(), rows as usize);
+    for (_, attributes) in &runs[0] {
+        let names: Vec<&str> = attributes.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["job_id", "row_id", "segment", "table"]);
+    }
+    assert_eq!(runs[0], runs[1], "direct (left) and sdk (right) differ");
+    f.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_longer_than_the_visibility_timeout_is_not_delivered_twice() {
     // One segment read one row per page, each request 40 ms away: over 10 s of work against

@@ -143,7 +143,9 @@ async fn an_entry_sqs_blames_on_the_sender_fails_at_once() {
             .unwrap()
     });
     let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rule], no_sdk_retries);
-    let err = sqs::send_batch(&Publisher::Sdk(client), "q", entries(2)).await.unwrap_err();
+    let err = sqs::send_batch(&Publisher::Sdk(client), "q", entries(2))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, SendError::Refused { ref code, .. } if code == "InvalidMessageContents"),
         "{err}"
@@ -162,7 +164,9 @@ async fn a_permanent_error_is_not_retried() {
         )
     });
     let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rule], no_sdk_retries);
-    let err = sqs::send_batch(&Publisher::Sdk(client), "q", entries(2)).await.unwrap_err();
+    let err = sqs::send_batch(&Publisher::Sdk(client), "q", entries(2))
+        .await
+        .unwrap_err();
     assert!(matches!(err, SendError::Call(_)), "{err}");
     assert_eq!(rule.num_calls(), 1);
 }

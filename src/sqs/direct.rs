@@ -475,7 +475,11 @@ mod tests {
                 },
             ]
         );
-        assert!(parse_response(200, br#"{"Successful":[]}"#, 3).unwrap().is_empty());
+        assert!(
+            parse_response(200, br#"{"Successful":[]}"#, 3)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -501,10 +505,7 @@ mod tests {
 
         let e = parse_response(503, b"Service Unavailable", 1).unwrap_err();
         assert_eq!(e.class, Class::Transient);
-        assert_eq!(
-            e.message,
-            "unknown error (HTTP 503): Service Unavailable"
-        );
+        assert_eq!(e.message, "unknown error (HTTP 503): Service Unavailable");
 
         let e = parse_response(200, b"<html>", 1).unwrap_err();
         assert_eq!(e.class, Class::Transient);
