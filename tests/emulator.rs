@@ -197,7 +197,11 @@ async fn the_direct_and_sdk_output_clients_send_identical_messages() {
             .map(|m| {
                 let mut attributes: Vec<_> = m.attributes.into_iter().collect();
                 attributes.sort();
-                (m.body, attributes)
+                // Keys come in hash-map order, which differs between processes: compare the
+                // JSON, written back with sorted keys.
+                let body: std::collections::BTreeMap<String, serde_json::Value> =
+                    serde_json::from_str(&m.body).unwrap();
+                (serde_json::to_string(&body).unwrap(), attributes)
             })
             .collect();
         messages.sort();
