@@ -434,6 +434,70 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    async fn endpoint_for(
+        configure: fn(aws_types::sdk_config::Builder) -> aws_types::sdk_config::Builder,
+    ) -> String {
+        let credentials = Credentials::new("AKID", "secret", None, None, "test");
+        let sdk = configure(
+            aws_types::SdkConfig::builder()
+                .region(aws_types::region::Region::new("eu-west-1"))
+                .credentials_provider(SharedCredentialsProvider::new(credentials)),
+        )
+        .build();
+        let client = DirectSqs::new(&sdk).await.expect("set up");
+        assert_eq!(client.region, "eu-west-1");
+        format!("{} {}", client.endpoint, client.host.to_str().unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_follows_the_sdks_rules() {
+        assert_eq!(
+            endpoint_for(|b| b).await,
+            "https://sqs.eu-west-1.amazonaws.com/ sqs.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            endpoint_for(|b| b.use_fips(true)).await,
+            "https://sqs-fips.eu-west-1.amazonaws.com/ sqs-fips.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            endpoint_for(|b| b.endpoint_url("http://127.0.0.1:4566")).await,
+            "http://127.0.0.1:4566/ 127.0.0.1:4566"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_are_signed_for_sqs_in_the_region_over_target_and_body() {
+        let credentials = Credentials::new("AKID", "secret", Some("token".into()), None, "t");
+        let sdk = aws_types::SdkConfig::builder()
+            .region(aws_types::region::Region::new("eu-west-1"))
+            .credentials_provider(SharedCredentialsProvider::new(credentials.clone()))
+            .build();
+        let client = DirectSqs::new(&sdk).await.unwrap();
+        let request = client.signed_request(b"{}".to_vec(), credentials).unwrap();
+        let header = |name: &str| request.headers()[name].to_str().unwrap().to_owned();
+        let auth = header("authorization");
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/")
+                && auth.contains("/eu-west-1/sqs/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, Signature="),
+            "{auth}"
+        );
+        assert_eq!(header("x-amz-security-token"), "token");
+        assert_eq!(header("x-amz-target"), "AmazonSQS.SendMessageBatch");
+        assert_eq!(header("content-type"), "application/x-amz-json-1.0");
+        assert_eq!(header("host"), "sqs.eu-west-1.amazonaws.com");
+    }
+
+    #[tokio::test]
+    async fn without_a_region_setup_fails_naming_it() {
+        let sdk = aws_types::SdkConfig::builder()
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKID", "secret", None, None, "test",
+            )))
+            .build();
+        let e = DirectSqs::new(&sdk).await.unwrap_err();
+        assert!(e.to_string().contains("no AWS region"), "{e}");
+    }
+
     #[test]
     fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
         for s in [
