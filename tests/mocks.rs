@@ -319,3 +319,55 @@ async fn a_failing_batch_fails_the_segment() {
         .unwrap_err();
     assert!(err.to_string().contains("InvalidParameterValue"), "{err}");
 }
+
+/// A stopping worker must not poll again: every message it received and handed back would use
+/// up one of that task's receives (`maxReceiveCount`), and CI once saw a continuation task
+/// dead-lettered that way. The loop chooses between "shut down" and "a slot is free" with
+/// both ready here; an unbiased choice polls half the time, so 32 runs catch it all but
+/// certainly (2^-32).
+#[tokio::test]
+async fn a_worker_told_to_stop_does_not_poll_the_control_queue_again() {
+    let attributes = mock!(aws_sdk_sqs::Client::get_queue_attributes).then_output(|| {
+        aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput::builder().build()
+    });
+    let receive = mock!(aws_sdk_sqs::Client::receive_message).then_output(|| {
+        aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput::builder().build()
+    });
+    let sqs_client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::MatchAny,
+        [&attributes, &receive],
+        no_sdk_retries
+    );
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe_rule()]);
+    let vars = [
+        ("SCANFLEET__CONTROL__QUEUE_URL", "control"),
+        ("SCANFLEET__OUTPUT__QUEUE_URL", "out"),
+        ("SCANFLEET__SCAN__DEFAULT_TABLE", "t"),
+    ];
+    let settings = scanfleet::settings::Settings::load_from(
+        None,
+        vars.map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .expect("valid settings");
+    for _ in 0..32 {
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let control = sqs::ControlQueue {
+            client: sqs_client.clone(),
+            url: "control".into(),
+        };
+        let run = scanfleet::worker::run(
+            &settings,
+            control,
+            output(dynamodb.clone(), sqs_client.clone(), 1000),
+            None,
+            Arc::default(),
+            shutdown,
+        );
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("a stopped worker returns at once");
+    }
+    assert_eq!(receive.num_calls(), 0, "a stopping worker polled");
+}
