@@ -16,6 +16,8 @@ const THROTTLING_CODES: &[&str] = &[
     "RequestThrottledException",
     "TooManyRequestsException",
     "ThrottledException",
+    // SQS on a queue encrypted with KMS, when KMS throttles it.
+    "KmsThrottled",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +117,7 @@ mod tests {
             "ProvisionedThroughputExceededException",
             "ThrottlingException",
             "RequestLimitExceeded",
+            "KmsThrottled",
         ] {
             assert!(is_throttling_code(c));
         }
