@@ -401,7 +401,7 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
         dynamodb: aws_sdk_dynamodb::Client::new(&aws),
         sqs: sqs_client.clone(),
         publisher,
-        queue_url: output_url.clone(),
+        queue_url: output_url.as_str().into(),
         format: settings.output.format,
         max_batch_bytes: settings.output.max_batch_bytes as usize,
         max_message_bytes,

@@ -50,7 +50,8 @@ pub struct Output {
     pub sqs: aws_sdk_sqs::Client,
     /// Sends the row batches (`output.client`); `sqs` makes every other call.
     pub publisher: Publisher,
-    pub queue_url: String,
+    /// Shared rather than owned: every batch in flight holds it.
+    pub queue_url: Arc<str>,
     pub format: OutputFormat,
     pub max_batch_bytes: usize,
     /// Largest message the output queue accepts (its `MaximumMessageSize`).
@@ -272,16 +273,18 @@ const ROW_ID_LEN: usize = 32;
 
 impl RowAttributes {
     fn for_task(task: &Task) -> Self {
-        let mut shared = vec![Attribute {
-            name: "table".into(),
-            data_type: "String",
-            value: task.table.clone(),
-        }];
-        shared.push(Attribute {
-            name: "segment".into(),
-            data_type: "Number",
-            value: task.segment.to_string(),
-        });
+        let mut shared = vec![
+            Attribute {
+                name: "table".into(),
+                data_type: "String",
+                value: task.table.clone(),
+            },
+            Attribute {
+                name: "segment".into(),
+                data_type: "Number",
+                value: task.segment.to_string(),
+            },
+        ];
         if let Some(job) = &task.job_id {
             shared.push(Attribute {
                 name: "job_id".into(),

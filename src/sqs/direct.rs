@@ -9,6 +9,7 @@
 //! call stays on the SDK, and `output.client = "sdk"` puts this one back on it too.
 
 use std::fmt;
+use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -41,6 +42,8 @@ type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 pub struct DirectSqs {
     http: Client<Https, Full<Bytes>>,
     endpoint: http::Uri,
+    /// `endpoint` as text, as the signer takes it (formatted once, not per request).
+    endpoint_text: String,
     host: HeaderValue,
     region: String,
     credentials: SharedCredentialsProvider,
@@ -126,6 +129,7 @@ impl DirectSqs {
             .wrap_connector(tcp);
         Ok(Self {
             http: Client::builder(TokioExecutor::new()).build(https),
+            endpoint_text: endpoint.to_string(),
             endpoint,
             host,
             region,
@@ -153,7 +157,7 @@ impl DirectSqs {
         };
         match tokio::time::timeout(self.attempt_timeout, exchange).await {
             Err(_) => Err(CallError {
-                class: Class::Transient,
+                class: class_of(None, None),
                 message: format!("no answer within {:?}", self.attempt_timeout),
             }),
             Ok(Err(e)) => Err(CallError {
@@ -186,7 +190,7 @@ impl DirectSqs {
         let host = self.host.to_str().expect("built from a str");
         let signable = SignableRequest::new(
             "POST",
-            self.endpoint.to_string(),
+            self.endpoint_text.as_str(),
             [
                 ("host", host),
                 ("content-type", CONTENT_TYPE_JSON),
@@ -254,7 +258,7 @@ fn request_body(queue_url: &str, entries: &[OutMessage]) -> Vec<u8> {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"Id\":\"");
-        out.extend_from_slice(i.to_string().as_bytes());
+        write!(out, "{i}").expect("writing to a Vec cannot fail");
         out.extend_from_slice(b"\",\"MessageBody\":");
         write_json_string(&mut out, &m.body);
         let mut attributes = m.attributes().peekable();
