@@ -296,6 +296,11 @@ pub async fn drain_until(
 /// Removes a table and queues; errors are ignored (best-effort cleanup).
 pub async fn cleanup(aws: &Aws, table: &str, queues: &Queues) {
     let _ = aws.dynamodb.delete_table().table_name(table).send().await;
+    delete_queues(aws, queues).await;
+}
+
+/// Removes a set of queues; errors are ignored (best-effort cleanup).
+pub async fn delete_queues(aws: &Aws, queues: &Queues) {
     for url in [&queues.control, &queues.dlq, &queues.output] {
         let _ = aws.sqs.delete_queue().queue_url(url).send().await;
     }

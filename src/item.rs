@@ -1,20 +1,27 @@
 //! DynamoDB items to message bodies, and DynamoDB JSON keys to `AttributeValue`s.
 //!
-//! Pure logic, no I/O. Items are serialized straight from the SDK's `AttributeValue`s through
-//! `Serialize` wrappers: no intermediate `serde_json::Value`, and numbers are written with
-//! exactly the digits DynamoDB returned (a 38-digit number never passes through `f64`).
+//! Pure logic, no I/O. A row becomes a message body in one of two ways: from the SDK's
+//! `AttributeValue`s through `Serialize` wrappers ([`RowWriter::from_item`]), or straight from
+//! the DynamoDB JSON of a Scan answer ([`RowWriter::from_json`]), which copies the JSON text of
+//! strings as it stands instead of unescaping and escaping it again. Neither builds an
+//! intermediate `serde_json::Value`, and numbers are written with exactly the digits DynamoDB
+//! returned (a 38-digit number never passes through `f64`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::json;
 use crate::settings::OutputFormat;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -38,9 +45,335 @@ pub fn encode(
     Ok(unsafe { String::from_utf8_unchecked(body) })
 }
 
+/// A row ready to publish: its message body, and its primary-key attributes (for `row_id`, the
+/// FIFO group id, and messages about the row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub body: String,
+    pub key: Item,
+}
+
+/// Turns the rows of one task into [`Row`]s: the output format, the table's key attributes, and
+/// a running guess at the size of the next body.
+pub struct RowWriter<'a> {
+    format: OutputFormat,
+    key_names: &'a [String],
+    /// Each body's buffer is sized from the previous row's, with room for a slightly longer
+    /// one; following the last row rather than the largest keeps one huge row from inflating
+    /// every buffer after it. A buffer that starts right is written once, where one that starts
+    /// small is reallocated and copied at every doubling (four times for a 1 KB row).
+    capacity: usize,
+}
+
+impl<'a> RowWriter<'a> {
+    pub fn new(format: OutputFormat, key_names: &'a [String]) -> Self {
+        Self {
+            format,
+            key_names,
+            capacity: 256,
+        }
+    }
+
+    fn sized(&mut self, body: &[u8]) {
+        self.capacity = body.len() + body.len() / 8;
+    }
+
+    /// A row from an item the SDK read; its key attributes are moved out of it, not copied.
+    pub fn from_item(&mut self, mut item: Item) -> Result<Row, serde_json::Error> {
+        let body = encode(&item, self.format, self.capacity)?;
+        self.sized(body.as_bytes());
+        let key = self
+            .key_names
+            .iter()
+            .filter_map(|n| item.remove_entry(n))
+            .collect();
+        Ok(Row { body, key })
+    }
+
+    /// A row from the DynamoDB JSON of one item, as a Scan answer carries it. The body is
+    /// written while the item is read; only the key attributes become `AttributeValue`s.
+    pub fn from_json(&mut self, raw: &str) -> Result<Row, serde_json::Error> {
+        let mut body = Vec::with_capacity(self.capacity);
+        let mut de = serde_json::Deserializer::from_str(raw);
+        let key = ItemSeed {
+            out: &mut body,
+            format: self.format,
+            key_names: self.key_names,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        self.sized(&body);
+        // Only slices of `raw` (a str) and ASCII were written, so this cannot fail; checking
+        // costs a fraction of what reading the item did.
+        let body = String::from_utf8(body).expect("copied from a str");
+        Ok(Row { body, key })
+    }
+}
+
+/// An attribute or type name, borrowed from the JSON text unless it holds escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Reads a DynamoDB-JSON item (`{"name": {"S": "a"}, …}`), writes it to `out` in `format`, and
+/// returns its attributes named in `key_names`.
+struct ItemSeed<'o, 'k> {
+    out: &'o mut Vec<u8>,
+    format: OutputFormat,
+    key_names: &'k [String],
+}
+
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_, '_> {
+    type Value = Item;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemSeed<'_, '_> {
+    type Value = Item;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a DynamoDB item")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let mut key = Item::new();
+        self.out.push(b'{');
+        let mut first = true;
+        while let Some(Name(name)) = map.next_key::<Name>()? {
+            if !first {
+                self.out.push(b',');
+            }
+            first = false;
+            json::write_string(self.out, &name);
+            self.out.push(b':');
+            let value = ValueSeed {
+                out: self.out,
+                format: self.format,
+            };
+            if !self.key_names.iter().any(|k| *k == name) {
+                map.next_value_seed(value)?;
+                continue;
+            }
+            // One of the item's one or two key attributes: also kept as an `AttributeValue`.
+            let raw: &RawValue = map.next_value()?;
+            value
+                .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                .map_err(de::Error::custom)?;
+            let parsed: serde_json::Value =
+                serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
+            let parsed = value_from_json(&parsed)
+                .map_err(|e| de::Error::custom(format!("key attribute {name:?}: {e}")))?;
+            key.insert(name.into_owned(), parsed);
+        }
+        self.out.push(b'}');
+        Ok(key)
+    }
+}
+
+/// Reads one attribute value (`{"S": "a"}`) and writes it in `format`: `"a"` (plain) or
+/// `{"S":"a"}` (dynamodb, compact whatever the spacing read). Strings and binaries (base64
+/// text either way) are copied as the JSON text they are.
+struct ValueSeed<'o> {
+    out: &'o mut Vec<u8>,
+    format: OutputFormat,
+}
+
+/// The JSON text of a string, checked to be one.
+fn string_text<'de, E: de::Error>(raw: &'de RawValue, ty: &str) -> Result<&'de str, E> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        Ok(text)
+    } else {
+        Err(E::custom(format!("{ty} takes a string, got {text}")))
+    }
+}
+
+/// A DynamoDB number (`"-12.50"`), checked to be a JSON number: its digits for the plain
+/// format, the string as read for dynamodb.
+fn number_text<E: de::Error>(raw: &RawValue, format: OutputFormat) -> Result<&str, E> {
+    let text = string_text(raw, "N")?;
+    let digits = &text[1..text.len() - 1];
+    match exact_number(digits) {
+        Some(_) if format == OutputFormat::Plain => Ok(digits),
+        Some(_) => Ok(text),
+        None => Err(E::custom(format!(
+            "DynamoDB number {text} is not a valid JSON number"
+        ))),
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a DynamoDB attribute value like {\"S\":\"a\"}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (out, format) = (self.out, self.format);
+        let Some(Name(ty)) = map.next_key::<Name>()? else {
+            return Err(de::Error::custom("an attribute value without a type"));
+        };
+        let typed = format == OutputFormat::Dynamodb;
+        if typed {
+            out.extend_from_slice(b"{\"");
+            out.extend_from_slice(ty.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        match &*ty {
+            "S" | "B" => {
+                let raw: &RawValue = map.next_value()?;
+                out.extend_from_slice(string_text(raw, &ty)?.as_bytes());
+            }
+            "N" => {
+                let raw: &RawValue = map.next_value()?;
+                out.extend_from_slice(number_text(raw, format)?.as_bytes());
+            }
+            "BOOL" => {
+                let v: bool = map.next_value()?;
+                out.extend_from_slice(if v { b"true" } else { b"false" });
+            }
+            "NULL" => {
+                let v: bool = map.next_value()?;
+                out.extend_from_slice(match (typed, v) {
+                    (false, _) => b"null",
+                    (true, true) => b"true",
+                    (true, false) => b"false",
+                });
+            }
+            "SS" | "BS" | "NS" => map.next_value_seed(ListSeed {
+                out,
+                format,
+                element: ListOf::Scalar(if &*ty == "NS" { "N" } else { "S" }),
+            })?,
+            "L" => map.next_value_seed(ListSeed {
+                out,
+                format,
+                element: ListOf::Values,
+            })?,
+            "M" => {
+                map.next_value_seed(ItemSeed {
+                    out,
+                    format,
+                    key_names: &[],
+                })?;
+            }
+            other => {
+                return Err(de::Error::custom(format!(
+                    "unsupported DynamoDB attribute type {other:?}"
+                )));
+            }
+        }
+        if typed {
+            out.push(b'}');
+        }
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(format!(
+                "an attribute value has one type, this one more than {ty:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a list attribute holds.
+#[derive(Clone, Copy)]
+enum ListOf {
+    /// `SS`, `BS` (strings, "S") or `NS` (numbers, "N").
+    Scalar(&'static str),
+    /// `L`: attribute values.
+    Values,
+}
+
+/// Reads a list (`SS`, `NS`, `BS`, `L`) and writes it as a JSON array in `format`.
+struct ListSeed<'o> {
+    out: &'o mut Vec<u8>,
+    format: OutputFormat,
+    element: ListOf,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (out, format) = (self.out, self.format);
+        out.push(b'[');
+        let mut first = true;
+        loop {
+            if !first {
+                // Written before the element is read: a `]` instead ends the list, and the
+                // comma is taken back below.
+                out.push(b',');
+            }
+            let more = match self.element {
+                ListOf::Values => seq.next_element_seed(ValueSeed { out, format })?.is_some(),
+                ListOf::Scalar(ty) => match seq.next_element::<&RawValue>()? {
+                    Some(raw) => {
+                        let text = if ty == "N" {
+                            number_text(raw, format)?
+                        } else {
+                            string_text(raw, ty)?
+                        };
+                        out.extend_from_slice(text.as_bytes());
+                        true
+                    }
+                    None => false,
+                },
+            };
+            if !more {
+                if !first {
+                    out.pop();
+                }
+                break;
+            }
+            first = false;
+        }
+        out.push(b']');
+        Ok(())
+    }
+}
+
 struct PlainItem<'a>(&'a Item);
 struct Plain<'a>(&'a AttributeValue);
-struct DynamoItem<'a>(&'a Item);
+/// An item written as DynamoDB attribute-value JSON.
+pub struct DynamoItem<'a>(pub &'a Item);
 struct Dynamo<'a>(&'a AttributeValue);
 struct Base64<'a>(&'a Blob);
 
@@ -72,22 +405,25 @@ struct ExactNumber<'a>(&'a str);
 impl Serialize for ExactNumber<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let text = self.0;
-        let starts_like_number = text
-            .bytes()
-            .next()
-            .is_some_and(|b| b == b'-' || b.is_ascii_digit());
-        let raw: Option<&RawValue> = if starts_like_number {
-            serde_json::from_str(text).ok()
-        } else {
-            None
-        };
-        match raw {
+        match exact_number(text) {
             Some(raw) => raw.serialize(s),
             None => Err(S::Error::custom(format!(
                 "DynamoDB number {text:?} is not a valid JSON number"
             ))),
         }
     }
+}
+
+/// `text` as a JSON number, if it is exactly one (no sign but `-`, no spaces, nothing after).
+fn exact_number(text: &str) -> Option<&RawValue> {
+    let starts_like_number = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b == b'-' || b.is_ascii_digit());
+    if !starts_like_number {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 impl Serialize for Plain<'_> {
@@ -378,6 +714,86 @@ mod tests {
                 "m": {"M": {"inner": {"NULL": true}}}
             })
         );
+    }
+
+    /// The two ways to a row agree: read from a Scan answer's JSON, or from the SDK's items.
+    #[test]
+    fn rows_from_json_equal_rows_from_items_in_both_formats() {
+        let keys = ["n".to_owned(), "s".to_owned()];
+        let raw = item_to_json(&every_type()).unwrap().to_string();
+        for format in [OutputFormat::Plain, OutputFormat::Dynamodb] {
+            let from_json = RowWriter::new(format, &keys).from_json(&raw).unwrap();
+            let from_item = RowWriter::new(format, &keys)
+                .from_item(every_type())
+                .unwrap();
+            assert_eq!(from_json.key, from_item.key, "{format:?}");
+            assert_eq!(from_json.key.len(), 2);
+            let parse = |b: &str| serde_json::from_str::<serde_json::Value>(b).unwrap();
+            assert_eq!(parse(&from_json.body), parse(&from_item.body), "{format:?}");
+        }
+        // Exact digits, in lists too, and nothing passes through f64.
+        let plain = RowWriter::new(OutputFormat::Plain, &keys)
+            .from_json(&raw)
+            .unwrap()
+            .body;
+        for digits in [
+            r#""n":12345678901234567890123456789012345678"#,
+            r#""exp":1E+125"#,
+            r#""ns":[1,2.50]"#,
+            r#""l":[7,"x"]"#,
+        ] {
+            assert!(plain.contains(digits), "{digits} missing from {plain}");
+        }
+    }
+
+    #[test]
+    fn strings_keep_their_json_text_and_keys_are_unescaped() {
+        let raw = r#"{"PK":{"S":"caf\u00e9 \/ \"q\""},"n\u0061me":{"S":"a\\b"},"e":{"L":[]},"m":{"M":{}}}"#;
+        let keys = ["PK".to_owned()];
+        let row = RowWriter::new(OutputFormat::Plain, &keys)
+            .from_json(raw)
+            .unwrap();
+        assert_eq!(row.key["PK"], AttributeValue::S("café / \"q\"".into()));
+        let body: serde_json::Value = serde_json::from_str(&row.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"PK": "café / \"q\"", "name": "a\\b", "e": [], "m": {}})
+        );
+    }
+
+    #[test]
+    fn the_dynamodb_format_is_written_compact_whatever_the_spacing_read() {
+        let raw = r#"{ "PK" : { "S" : "a b" }, "n": {"NS": [ "1", "2" ]}, "l": {"L": [ {"NULL": true} ]} }"#;
+        let row = RowWriter::new(OutputFormat::Dynamodb, &[])
+            .from_json(raw)
+            .unwrap();
+        assert_eq!(
+            row.body,
+            r#"{"PK":{"S":"a b"},"n":{"NS":["1","2"]},"l":{"L":[{"NULL":true}]}}"#
+        );
+    }
+
+    #[test]
+    fn a_malformed_item_is_an_error_naming_what_is_wrong() {
+        let keys = ["PK".to_owned()];
+        for (raw, needle) in [
+            (
+                r#"{"a":{"X":"1"}}"#,
+                "unsupported DynamoDB attribute type \"X\"",
+            ),
+            (r#"{"a":{"N":"1,\"x\":2"}}"#, "not a valid JSON number"),
+            (r#"{"a":{"NS":["1","NaN"]}}"#, "not a valid JSON number"),
+            (r#"{"a":{"S":1}}"#, "S takes a string"),
+            (r#"{"a":{"S":"x","N":"1"}}"#, "one type"),
+            (r#"{"a":{}}"#, "without a type"),
+            (r#"{"a":{"S":"x"}} trailing"#, "trailing"),
+        ] {
+            let e = RowWriter::new(OutputFormat::Plain, &keys)
+                .from_json(raw)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{raw}: {e}");
+        }
     }
 
     #[test]

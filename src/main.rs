@@ -20,7 +20,8 @@ use std::time::Duration;
 
 /// SQS's default MaximumMessageSize, assumed when the queue's own cannot be read.
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
-use scanfleet::settings::{OutputClient, Settings};
+use scanfleet::scan::{DirectScan, Scanner};
+use scanfleet::settings::{ClientKind, Settings};
 use scanfleet::sqs::direct::DirectSqs;
 use scanfleet::sqs::{ControlQueue, Publisher};
 use scanfleet::worker::{self, Health};
@@ -390,15 +391,25 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
     };
     let oversize = &settings.output.oversize_queue_url;
     let publisher = match settings.output.client {
-        OutputClient::Direct => Publisher::Direct(Arc::new(
+        ClientKind::Direct => Publisher::Direct(Arc::new(
             DirectSqs::new(&aws)
                 .await
                 .map_err(|e| anyhow::anyhow!("output.client = \"direct\": {e}"))?,
         )),
-        OutputClient::Sdk => Publisher::Sdk(sqs_client.clone()),
+        ClientKind::Sdk => Publisher::Sdk(sqs_client.clone()),
+    };
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let scanner = match settings.scan.client {
+        ClientKind::Direct => Scanner::Direct(Arc::new(
+            DirectScan::new(&aws)
+                .await
+                .map_err(|e| anyhow::anyhow!("scan.client = \"direct\": {e}"))?,
+        )),
+        ClientKind::Sdk => Scanner::Sdk(dynamodb.clone()),
     };
     let output = Output {
-        dynamodb: aws_sdk_dynamodb::Client::new(&aws),
+        dynamodb,
+        scanner,
         sqs: sqs_client.clone(),
         publisher,
         queue_url: output_url.as_str().into(),

@@ -17,16 +17,16 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
-use aws_sdk_dynamodb::operation::scan::ScanError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batcher, TooLarge};
 use crate::budget::{self, ReadBudget};
-use crate::item;
 pub use crate::item::Item;
+use crate::item::{self, Row, RowWriter};
+use crate::scan::{Page, ScanError, ScanRequest, Scanner};
 use crate::settings::OutputFormat;
 use crate::sqs::{self, Attribute, OutMessage, Publisher, SendError};
 use crate::task::Task;
@@ -47,6 +47,8 @@ pub struct Checkpointing {
 /// Everything a segment run needs; shared by all tasks of a worker.
 pub struct Output {
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// Reads the pages (`scan.client`); `dynamodb` makes every other call.
+    pub scanner: Scanner,
     pub sqs: aws_sdk_sqs::Client,
     /// Sends the row batches (`output.client`); `sqs` makes every other call.
     pub publisher: Publisher,
@@ -135,10 +137,8 @@ pub struct Outcome {
 pub enum SegmentError {
     #[error("reading the table's key schema failed: {0}")]
     Describe(#[from] SdkError<DescribeTableError, HttpResponse>),
-    #[error("scanning table failed: {0}")]
-    Scan(#[from] SdkError<ScanError, HttpResponse>),
-    #[error("row could not be encoded: {0}")]
-    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
     #[error(
         "row {key} is {size} bytes as a message, more than the output queue accepts ({max}); set output.oversize_queue_url to divert such rows"
     )]
@@ -155,14 +155,6 @@ pub enum SegmentError {
     OversizeQueue(
         #[from] SdkError<aws_sdk_sqs::operation::send_message::SendMessageError, HttpResponse>,
     ),
-}
-
-/// One scanned page and where the next one starts (`None`: the segment ends here).
-struct Page {
-    items: Vec<Item>,
-    next: Option<Item>,
-    scanned: u64,
-    units: f64,
 }
 
 /// Scans the task's segment from its start key and publishes every row until the segment ends
@@ -192,22 +184,19 @@ async fn scan(
 ) -> Result<(), SegmentError> {
     let options = &task.options;
     let (projection, names) = options.scan_projection(key_names);
-    let mut pages = out
-        .dynamodb
-        .scan()
-        .table_name(&task.table)
-        .segment(task.segment)
-        .total_segments(task.total_segments)
-        .set_limit(task.page_size)
-        .set_exclusive_start_key(task.exclusive_start_key.clone())
-        .set_filter_expression(options.filter_expression.clone())
-        .set_projection_expression(projection)
-        .set_expression_attribute_names(names)
-        .set_expression_attribute_values(options.scan_values())
-        .set_consistent_read(options.consistent_read.then_some(true))
-        .return_consumed_capacity(ReturnConsumedCapacity::Total)
-        .into_paginator()
-        .send();
+    let request = ScanRequest {
+        table_name: &task.table,
+        segment: task.segment,
+        total_segments: task.total_segments,
+        limit: task.page_size,
+        filter_expression: options.filter_expression.as_deref(),
+        projection_expression: projection,
+        expression_attribute_names: names,
+        expression_attribute_values: options.expression_attribute_values.as_ref(),
+        consistent_read: options.consistent_read.then_some(true),
+    };
+    let mut rows = RowWriter::new(out.format, key_names);
+    let mut start = task.exclusive_start_key.clone();
     // The job's budget, split over its segments (see crate::budget), and the worker's.
     let task_budget = task
         .read_units_per_second
@@ -235,27 +224,20 @@ async fn scan(
             () = paced => {}
             () = tx.closed() => break,
         }
-        let Some(page) = pages.next().await else {
-            break;
-        };
-        let page = page?;
-        let items = page.items.unwrap_or_default();
-        let units = page
-            .consumed_capacity
-            .and_then(|c| c.capacity_units)
-            .unwrap_or(0.0);
-        telemetry::page_scanned(items.len(), units);
+        let page = out
+            .scanner
+            .page(&request, start.as_ref(), &mut rows)
+            .await?;
+        telemetry::page_scanned(page.rows.len(), page.units);
         for b in &budgets {
-            b.charge(units);
+            b.charge(page.units);
         }
-        let next = page.last_evaluated_key.filter(|k| !k.is_empty());
-        let scanned = u64::try_from(page.scanned_count).unwrap_or(0);
-        slot.send(Page {
-            items,
-            next,
-            scanned,
-            units,
-        });
+        let last = page.next.is_none();
+        start.clone_from(&page.next);
+        slot.send(page);
+        if last {
+            break;
+        }
     }
     Ok(())
 }
@@ -307,7 +289,7 @@ impl RowAttributes {
 
 /// A stable id for a row: a 128-bit XXH3 hash of the table name and the row's primary key,
 /// so consumers can drop the duplicates that at-least-once delivery allows.
-pub fn row_id(table: &str, key_names: &[String], row: &Item) -> String {
+pub fn row_id(table: &str, key_names: &[String], key: &Item) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     // Length prefixes keep ("ab","c") and ("a","bc") apart.
     let mut part = |bytes: &[u8]| {
@@ -317,7 +299,7 @@ pub fn row_id(table: &str, key_names: &[String], row: &Item) -> String {
     part(table.as_bytes());
     for name in key_names {
         part(name.as_bytes());
-        match row.get(name) {
+        match key.get(name) {
             Some(AttributeValue::S(s)) => {
                 part(b"S");
                 part(s.as_bytes());
@@ -369,15 +351,6 @@ pub fn fifo_group_id(partition_value: Option<&AttributeValue>) -> String {
     format!("h-{:032x}", h.digest128())
 }
 
-/// The row's primary key as DynamoDB JSON, for messages about the row.
-fn key_json(key_names: &[String], row: &Item) -> serde_json::Value {
-    let key: Item = key_names
-        .iter()
-        .filter_map(|n| Some((n.clone(), row.get(n)?.clone())))
-        .collect();
-    item::key_to_json(&key)
-}
-
 async fn publish(
     out: &Output,
     task: &Task,
@@ -397,10 +370,6 @@ async fn publish(
     let (mut scanned, mut diverted, mut read_units) = (0u64, 0u64, 0f64);
     // Where the segment goes on after the last page published (`None` after the final page).
     let mut resume: Option<Item> = None;
-    // Each body's buffer is sized from the previous row's (see `item::encode`), with room for
-    // a slightly longer one; following the last row rather than the largest keeps one huge row
-    // from inflating every buffer after it.
-    let mut body_capacity = 256;
     let end = loop {
         let page = tokio::select! {
             biased;
@@ -419,30 +388,27 @@ async fn publish(
             break End::Finished;
         };
         pages += 1;
-        rows += page.items.len() as u64;
+        rows += page.rows.len() as u64;
         scanned += page.scanned;
         read_units += page.units;
-        // Rows are consumed as they are encoded, so a page's items are freed while it is
+        // Rows are consumed as they are batched, so a page's rows are freed while it is
         // published rather than after.
-        for row in page.items {
-            let body = item::encode(&row, out.format, body_capacity)?;
-            body_capacity = body.len() + body.len() / 8;
+        for Row { body, key: row_key } in page.rows {
             let size = body.len() + attrs.size;
             if size > max_message {
-                divert_oversize(out, task, key_names, &row, size, max_message).await?;
+                divert_oversize(out, task, key_names, &row_key, size, max_message).await?;
                 diverted += 1;
                 continue;
             }
-            let id = row_id(&task.table, key_names, &row);
+            let id = row_id(&task.table, key_names, &row_key);
             // SQS drops a FIFO message whose deduplication id (the `row_id`) it saw in the
             // last 5 minutes, so a repeated chunk is delivered once (within that window).
             let entry = OutMessage {
                 body,
                 shared_attributes: Some(attrs.shared.clone()),
-                group_id: fifo.then(|| fifo_group_id(row.get(&key.partition))),
+                group_id: fifo.then(|| fifo_group_id(row_key.get(&key.partition))),
                 row_id: Some(id),
             };
-            drop(row);
             if let Some(batch) = batcher.push(entry, size)? {
                 spawn_send(out, &mut in_flight, batch).await?;
             }
@@ -478,11 +444,11 @@ async fn divert_oversize(
     out: &Output,
     task: &Task,
     key_names: &[String],
-    row: &Item,
+    row_key: &Item,
     size: usize,
     max: usize,
 ) -> Result<(), SegmentError> {
-    let key = key_json(key_names, row);
+    let key = item::key_to_json(row_key);
     let Some(url) = &out.oversize_queue_url else {
         telemetry::row_oversize(&task.table, &key, size, false);
         return Err(SegmentError::Oversize {
@@ -507,7 +473,7 @@ async fn divert_oversize(
     if is_fifo(url) {
         send = send
             .message_group_id("oversize")
-            .message_deduplication_id(row_id(&task.table, key_names, row));
+            .message_deduplication_id(row_id(&task.table, key_names, row_key));
     }
     send.send().await?;
     telemetry::row_oversize(&task.table, &key, size, true);

@@ -62,6 +62,14 @@ fn status_class(status: u16) -> Class {
     }
 }
 
+/// One AWS call that failed as a whole, already classified.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CallError {
+    pub class: Class,
+    pub message: String,
+}
+
 pub fn is_throttling_code(code: &str) -> bool {
     THROTTLING_CODES.contains(&code)
 }

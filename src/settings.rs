@@ -74,12 +74,13 @@ pub enum OutputFormat {
     Dynamodb,
 }
 
-/// What sends the row batches to the output queue.
+/// What makes one of the worker's two hot calls: `Scan` (`scan.client`) or `SendMessageBatch`
+/// (`output.client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum OutputClient {
-    /// scanfleet's own `SendMessageBatch` client (SigV4-signed JSON over a pooled connection):
-    /// a fraction of the SDK's CPU per row.
+pub enum ClientKind {
+    /// scanfleet's own client (SigV4-signed JSON over a pooled connection, see
+    /// `crate::direct`): a fraction of the SDK's CPU per row.
     Direct,
     /// The AWS SDK, like every other call: for endpoints or proxies the direct client does not
     /// handle (it ignores `HTTPS_PROXY`).
@@ -93,7 +94,7 @@ pub struct OutputSettings {
     pub queue_url: String,
     pub format: OutputFormat,
     /// What sends the row batches: `direct` or `sdk`.
-    pub client: OutputClient,
+    pub client: ClientKind,
     /// SendMessageBatch calls in flight per worker process, shared by all its tasks.
     pub max_in_flight_batches: u32,
     /// Upper bound on the summed message sizes of one SendMessageBatch call.
@@ -112,6 +113,8 @@ pub struct ScanSettings {
     /// Read capacity units per second this worker process may consume, shared by all its
     /// tasks; 0 means unlimited. A job's own budget (in its tasks) applies as well.
     pub read_units_per_second: f64,
+    /// What reads the pages: `direct` or `sdk`.
+    pub client: ClientKind,
 }
 
 impl ScanSettings {

@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{
     Message, MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 
-use crate::retry::{self, Class};
+use crate::retry::{self, CallError, Class};
 use crate::telemetry;
 
 pub mod direct;
@@ -97,14 +97,6 @@ pub struct EntryFailure {
     pub message: String,
 }
 
-/// A `SendMessageBatch` call that failed as a whole, already classified.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("SendMessageBatch failed: {message}")]
-pub struct CallError {
-    pub class: Class,
-    pub message: String,
-}
-
 impl Publisher {
     /// One `SendMessageBatch` attempt. Entry ids are the entries' positions in `entries`.
     async fn send_once(
@@ -177,7 +169,7 @@ fn entry_failure(
 /// Why a batch of messages could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error(transparent)]
+    #[error("SendMessageBatch failed: {0}")]
     Call(CallError),
     #[error("SQS refused entry {id} ({code}): {message}")]
     Refused {

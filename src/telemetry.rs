@@ -26,6 +26,7 @@ pub mod names {
     pub const ROWS_PUBLISHED: &str = "scanfleet_rows_published_total";
     pub const SCAN_PAGES: &str = "scanfleet_scan_pages_total";
     pub const PUBLISH_RETRIES: &str = "scanfleet_publish_retries_total";
+    pub const SCAN_RETRIES: &str = "scanfleet_scan_retries_total";
     pub const RECEIVE_ERRORS: &str = "scanfleet_receive_errors_total";
     pub const HEARTBEATS: &str = "scanfleet_heartbeats_total";
     pub const HEARTBEAT_ERRORS: &str = "scanfleet_heartbeat_errors_total";
@@ -84,6 +85,10 @@ pub fn install_metrics() -> PrometheusHandle {
         "SendMessageBatch retries (failed entries or transient errors)."
     );
     describe_counter!(
+        SCAN_RETRIES,
+        "Scan retries of the direct client (throttling or transient errors); the SDK client retries inside the SDK, uncounted."
+    );
+    describe_counter!(
         RECEIVE_ERRORS,
         "Failed ReceiveMessage calls on the control queue."
     );
@@ -125,6 +130,7 @@ pub fn install_metrics() -> PrometheusHandle {
         ROWS_PUBLISHED,
         SCAN_PAGES,
         PUBLISH_RETRIES,
+        SCAN_RETRIES,
         RECEIVE_ERRORS,
         HEARTBEATS,
         HEARTBEAT_ERRORS,
@@ -243,6 +249,11 @@ pub fn rows_published(rows: usize) {
 pub fn publish_retry(failed_entries: usize, reason: &str) {
     counter!(names::PUBLISH_RETRIES).increment(1);
     warn!(failed_entries, reason, "retrying SendMessageBatch");
+}
+
+pub fn scan_retry(reason: &str) {
+    counter!(names::SCAN_RETRIES).increment(1);
+    warn!(reason, "retrying Scan");
 }
 
 pub fn receive_failed(err: &dyn std::error::Error, retry_in: Duration) {

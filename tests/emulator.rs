@@ -10,6 +10,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::{BINARY, Fixture, plain_key, scaled, total, wait_for};
 use scanfleet::devkit;
@@ -181,38 +182,120 @@ async fn dynamodb_output_format_sends_attribute_value_json() {
 /// `output.client` changes what sends the batches, never what arrives: both clients put the
 /// same bodies with the same attributes on the queue.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_direct_and_sdk_output_clients_send_identical_messages() {
+async fn the_direct_and_sdk_clients_send_identical_messages() {
     let rows = 30;
     let f = Fixture::new(rows, 3).await;
-    let mut runs = Vec::new();
-    for client in ["direct", "sdk"] {
-        let worker = f.worker(&[("SCANFLEET__OUTPUT__CLIENT", client)]);
-        f.send_task(r#"{"current_segment": 0, "total_segments": 1, "job_id": "j-7"}"#)
-            .await;
-        let received = f.drain(&f.queues.output, rows as usize).await;
-        f.wait_for_depth(&f.queues.control, 0).await;
-        drop(worker);
-        let mut messages: Vec<_> = received
-            .into_iter()
-            .map(|m| {
-                let mut attributes: Vec<_> = m.attributes.into_iter().collect();
-                attributes.sort();
-                // Keys come in hash-map order, which differs between processes: compare the
-                // JSON, written back with sorted keys.
-                let body: std::collections::BTreeMap<String, serde_json::Value> =
-                    serde_json::from_str(&m.body).unwrap();
-                (serde_json::to_string(&body).unwrap(), attributes)
-            })
-            .collect();
-        messages.sort();
-        runs.push(messages);
+    // One row of every attribute type, with strings that need escaping, beside the seeded ones.
+    let s = |v: &str| AttributeValue::S(v.into());
+    let n = |v: &str| AttributeValue::N(v.into());
+    let blob = |v: &[u8]| Blob::new(v.to_vec());
+    f.aws
+        .dynamodb
+        .put_item()
+        .table_name(&f.table)
+        .set_item(Some(HashMap::from([
+            ("PK".to_owned(), s("every \"type\" é ✓")),
+            ("SK".to_owned(), s("back\\slash\ttab")),
+            (
+                "big".to_owned(),
+                n("12345678901234567890123456789012345678"),
+            ),
+            ("neg".to_owned(), n("-0.5")),
+            ("yes".to_owned(), AttributeValue::Bool(true)),
+            ("none".to_owned(), AttributeValue::Null(true)),
+            ("bin".to_owned(), AttributeValue::B(blob(&[0, 1, 254, 255]))),
+            (
+                "ss".to_owned(),
+                AttributeValue::Ss(vec!["a".into(), "\"b\"".into()]),
+            ),
+            (
+                "ns".to_owned(),
+                AttributeValue::Ns(vec!["1".into(), "2.5".into()]),
+            ),
+            ("bs".to_owned(), AttributeValue::Bs(vec![blob(b"hi")])),
+            (
+                "list".to_owned(),
+                AttributeValue::L(vec![n("7"), s("x"), AttributeValue::L(vec![])]),
+            ),
+            (
+                "map".to_owned(),
+                AttributeValue::M(HashMap::from([
+                    ("inner".to_owned(), AttributeValue::Null(true)),
+                    (
+                        "deep".to_owned(),
+                        AttributeValue::M(HashMap::from([("k".to_owned(), n("3"))])),
+                    ),
+                ])),
+            ),
+        ])))
+        .send()
+        .await
+        .expect("put the every-type row");
+    let rows = rows as usize + 1;
+    for format in ["plain", "dynamodb"] {
+        let mut runs = Vec::new();
+        for client in ["direct", "sdk"] {
+            // Queues of its own for each run: a worker killed in a long poll may still take
+            // the next run's task on the emulator, hiding it for a visibility timeout.
+            let queues =
+                devkit::create_queues(&f.aws, &format!("{}-{format}-{client}", f.table), 3)
+                    .await
+                    .expect("create queues");
+            let worker = f.worker_on(
+                &queues,
+                &[
+                    ("SCANFLEET__SCAN__CLIENT", client),
+                    ("SCANFLEET__OUTPUT__CLIENT", client),
+                    ("SCANFLEET__OUTPUT__FORMAT", format),
+                ],
+            );
+            f.aws
+                .sqs
+                .send_message()
+                .queue_url(&queues.control)
+                .message_body(r#"{"current_segment": 0, "total_segments": 1, "job_id": "j-7"}"#)
+                .send()
+                .await
+                .expect("send task");
+            let received = f.drain(&queues.output, rows).await;
+            f.wait_for_depth(&queues.control, 0).await;
+            drop(worker);
+            devkit::delete_queues(&f.aws, &queues).await;
+            // Comparing parsed JSON would let a lost digit pass (numbers go through f64), so
+            // the exact digits are checked in the body text first.
+            let digits = match format {
+                "plain" => r#""big":12345678901234567890123456789012345678"#,
+                _ => r#""big":{"N":"12345678901234567890123456789012345678"}"#,
+            };
+            let every = received
+                .iter()
+                .find(|m| m.body.contains("every"))
+                .expect("the every-type row was published");
+            assert!(every.body.contains(digits), "{client}: {}", every.body);
+            // Sorted by attributes (each has its row's `row_id`). Bodies are compared as JSON:
+            // their keys come in different orders (the SDK's hash maps, the answer's order).
+            let mut messages: Vec<_> = received
+                .into_iter()
+                .map(|m| {
+                    let mut attributes: Vec<_> = m.attributes.into_iter().collect();
+                    attributes.sort();
+                    let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+                    (attributes, body)
+                })
+                .collect();
+            messages.sort_by(|a, b| a.0.cmp(&b.0));
+            runs.push(messages);
+        }
+        assert_eq!(runs[0].len(), rows, "{format}");
+        for (attributes, _) in &runs[0] {
+            let names: Vec<&str> = attributes.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(names, ["job_id", "row_id", "segment", "table"]);
+        }
+        assert_eq!(
+            runs[0], runs[1],
+            "{format}: direct (left) and sdk (right) differ"
+        );
     }
-    assert_eq!(runs[0].len(), rows as usize);
-    for (_, attributes) in &runs[0] {
-        let names: Vec<&str> = attributes.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["job_id", "row_id", "segment", "table"]);
-    }
-    assert_eq!(runs[0], runs[1], "direct (left) and sdk (right) differ");
     f.cleanup().await;
 }
 

@@ -18,6 +18,7 @@ use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_types::retry::RetryConfig;
 use scanfleet::pipeline::{self, Checkpointing, End, KeySchemas, Output};
+use scanfleet::scan::Scanner;
 use scanfleet::settings::OutputFormat;
 use scanfleet::sqs::{self, OutMessage, Publisher, SendError};
 use scanfleet::task::Task;
@@ -198,6 +199,7 @@ fn output(
     checkpoint_rows: u64,
 ) -> Output {
     Output {
+        scanner: Scanner::Sdk(dynamodb.clone()),
         dynamodb,
         publisher: Publisher::Sdk(sqs.clone()),
         sqs,

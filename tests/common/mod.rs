@@ -61,17 +61,16 @@ impl Fixture {
 
     /// A worker with a 1 s long poll (tests end quickly) plus `extra` settings.
     pub fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+        self.worker_on(&self.queues, extra)
+    }
+
+    /// A worker like [`Fixture::worker`] on other queues (for the fixture's table).
+    pub fn worker_on(&self, queues: &Queues, extra: &[(&str, &str)]) -> WorkerProcess {
         let mut env: Vec<(&str, String)> =
             vec![("SCANFLEET__CONTROL__WAIT_TIME_SECONDS", "1".into())];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        WorkerProcess::start(
-            Path::new(BINARY),
-            &self.queues,
-            &self.table,
-            &env,
-            &self.logs,
-        )
-        .expect("start worker")
+        WorkerProcess::start(Path::new(BINARY), queues, &self.table, &env, &self.logs)
+            .expect("start worker")
     }
 
     /// A worker that reaches AWS through `proxy`.

@@ -1,0 +1,385 @@
+//! AWS JSON-protocol calls made directly: a pooled hyper connection, requests signed with
+//! `aws-sigv4`, the SDK's own credential chain and endpoint rules.
+//!
+//! Why not the SDK for these: the worker's two hot calls are `Scan` (one per page of hundreds of
+//! rows) and `SendMessageBatch` (one per 10 rows). For them the SDK's generic machinery
+//! (interceptors, layered config, endpoint rules evaluated per call, typed request and response
+//! shapes built and copied field by field) cost more CPU than the rest of the worker together
+//! (see docs/BENCHMARKS.md). This client only signs and sends a body its caller wrote and hands
+//! back the answer; `sqs::direct` and `dynamodb` write and read the two calls' JSON. Every other
+//! call stays on the SDK, and `output.client` / `scan.client = "sdk"` put these back on it too.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::endpoint::Endpoint;
+use aws_types::service_config::ServiceConfigKey;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Mutex;
+
+use crate::retry::{CallError, Class, class_of};
+
+const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.0";
+/// Credentials are renewed this long before they expire, so no request is signed with
+/// credentials that lapse in flight.
+const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Signed JSON calls to one service endpoint.
+pub struct JsonClient {
+    http: Client<Https, Full<Bytes>>,
+    endpoint: http::Uri,
+    /// `endpoint` as text, as the signer takes it (formatted once, not per request).
+    endpoint_text: String,
+    host: HeaderValue,
+    region: String,
+    /// The service's SigV4 signing name (`sqs`, `dynamodb`).
+    signing_name: &'static str,
+    credentials: SharedCredentialsProvider,
+    cached: Mutex<Option<Credentials>>,
+    attempt_timeout: Duration,
+    user_agent: HeaderValue,
+}
+
+impl fmt::Debug for JsonClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonClient")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("signing_name", &self.signing_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a direct client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("no AWS region is configured (AWS_REGION or the profile's region)")]
+    NoRegion,
+    #[error("no AWS credentials provider is configured")]
+    NoCredentials,
+    #[error("the {0} endpoint cannot be resolved: {1}")]
+    Endpoint(&'static str, String),
+    #[error("the system's TLS root certificates cannot be loaded: {0}")]
+    Tls(std::io::Error),
+}
+
+/// What the endpoint resolver of a service needs from the shared configuration.
+pub struct EndpointInputs {
+    pub region: String,
+    /// `AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL` or the profile's `endpoint_url`.
+    pub configured: Option<String>,
+    pub use_fips: Option<bool>,
+    pub use_dual_stack: Option<bool>,
+}
+
+impl EndpointInputs {
+    /// Reads them with the precedence the SDK's service configs apply: the service-specific
+    /// setting, then the general one. `service_id` is the SDK's (`SQS`, `DynamoDB`).
+    pub fn from_sdk(sdk: &aws_types::SdkConfig, service_id: &str) -> Result<Self, SetupError> {
+        let region = sdk.region().ok_or(SetupError::NoRegion)?.to_string();
+        let configured = sdk
+            .service_config()
+            .and_then(|c| {
+                c.load_config(
+                    ServiceConfigKey::builder()
+                        .service_id(service_id)
+                        .env("AWS_ENDPOINT_URL")
+                        .profile("endpoint_url")
+                        .build()
+                        .expect("every field is set"),
+                )
+            })
+            .or_else(|| sdk.endpoint_url().map(str::to_owned));
+        Ok(Self {
+            region,
+            configured,
+            use_fips: sdk.use_fips(),
+            use_dual_stack: sdk.use_dual_stack(),
+        })
+    }
+}
+
+impl JsonClient {
+    /// A client for `endpoint` (resolved by the caller with its service's SDK resolver), with
+    /// the credentials chain of the SDK configuration.
+    pub fn new(
+        sdk: &aws_types::SdkConfig,
+        signing_name: &'static str,
+        region: String,
+        endpoint: Result<Endpoint, String>,
+    ) -> Result<Self, SetupError> {
+        let unresolvable = |e: String| SetupError::Endpoint(signing_name, e);
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or(SetupError::NoCredentials)?;
+        let endpoint: http::Uri = endpoint
+            .map_err(unresolvable)?
+            .url()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| unresolvable(e.to_string()))?;
+        let host = endpoint
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .ok_or_else(|| unresolvable(format!("{endpoint} names no host")))?;
+
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(crate::CONNECT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(SetupError::Tls)?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        Ok(Self {
+            http: Client::builder(TokioExecutor::new()).build(https),
+            endpoint_text: endpoint.to_string(),
+            endpoint,
+            host,
+            region,
+            signing_name,
+            credentials,
+            cached: Mutex::new(None),
+            attempt_timeout: crate::ATTEMPT_TIMEOUT,
+            user_agent: HeaderValue::from_static(concat!("scanfleet/", env!("CARGO_PKG_VERSION"))),
+        })
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &http::Uri {
+        &self.endpoint
+    }
+
+    /// One attempt of the call `target` (`X-Amz-Target`, e.g. `DynamoDB_20120810.Scan`) with a
+    /// JSON body. A 200 answer's body is returned; any other answer is an error classified by
+    /// its status and `__type` code, and so is a call that got no answer.
+    pub async fn call(&self, target: &'static str, body: Vec<u8>) -> Result<Bytes, CallError> {
+        let credentials = self.credentials().await?;
+        let request = self.signed_request(target, body, credentials)?;
+        let exchange = async {
+            let response = self.http.request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
+        };
+        match tokio::time::timeout(self.attempt_timeout, exchange).await {
+            Err(_) => Err(CallError {
+                class: class_of(None, None),
+                message: format!("no answer within {:?}", self.attempt_timeout),
+            }),
+            Ok(Err(e)) => Err(CallError {
+                class: class_of(None, None),
+                message: crate::error_chain(&*e),
+            }),
+            Ok(Ok((200, body))) => Ok(body),
+            Ok(Ok((status, body))) => Err(fault(status, &body)),
+        }
+    }
+
+    fn signed_request(
+        &self,
+        target: &'static str,
+        body: Vec<u8>,
+        credentials: Credentials,
+    ) -> Result<http::Request<Full<Bytes>>, CallError> {
+        let signing_failed = |e: &dyn std::error::Error| CallError {
+            class: Class::Permanent,
+            message: format!("request could not be signed: {}", crate::error_chain(e)),
+        };
+        let identity = Identity::from(credentials);
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name(self.signing_name)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| signing_failed(&e))?
+            .into();
+        let host = self.host.to_str().expect("built from a str");
+        let signable = SignableRequest::new(
+            "POST",
+            self.endpoint_text.as_str(),
+            [
+                ("host", host),
+                ("content-type", CONTENT_TYPE_JSON),
+                ("x-amz-target", target),
+            ]
+            .into_iter(),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|e| signing_failed(&e))?;
+        let (instructions, _signature) = sign(signable, &params)
+            .map_err(|e| signing_failed(&e))?
+            .into_parts();
+        let mut request = http::Request::post(self.endpoint.clone())
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, CONTENT_TYPE_JSON)
+            .header("x-amz-target", target)
+            .header(USER_AGENT, self.user_agent.clone())
+            .body(Full::new(Bytes::from(body)))
+            .expect("method, URI and headers are valid");
+        instructions.apply_to_request_http1x(&mut request);
+        Ok(request)
+    }
+
+    /// The current credentials, fetched from the provider only when missing or about to expire
+    /// (the SDK's own identity cache does the same for its clients).
+    async fn credentials(&self) -> Result<Credentials, CallError> {
+        let mut cached = self.cached.lock().await;
+        let fresh = |c: &Credentials| {
+            c.expiry()
+                .is_none_or(|e| e > SystemTime::now() + CREDENTIALS_REFRESH_MARGIN)
+        };
+        if let Some(c) = cached.as_ref().filter(|c| fresh(c)) {
+            return Ok(c.clone());
+        }
+        let c = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| CallError {
+                // A provider failing (IMDS or STS briefly unreachable) may well succeed later.
+                class: Class::Transient,
+                message: format!("no AWS credentials: {}", crate::error_chain(&e)),
+            })?;
+        *cached = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// An error answer (any status but 200), classified by its status and error code.
+pub fn fault(status: u16, body: &[u8]) -> CallError {
+    #[derive(serde::Deserialize)]
+    struct Fault {
+        #[serde(rename = "__type", default)]
+        kind: Option<String>,
+        #[serde(alias = "Message", default)]
+        message: Option<String>,
+    }
+    let fault: Fault = serde_json::from_slice(body).unwrap_or(Fault {
+        kind: None,
+        message: None,
+    });
+    // `__type` is "namespace#Code", sometimes followed by ":detail".
+    let code = fault.kind.as_deref().map(|t| {
+        let code = t.rsplit('#').next().unwrap_or(t);
+        code.split(':').next().unwrap_or(code)
+    });
+    let message = fault
+        .message
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    CallError {
+        class: class_of(Some(status), code),
+        message: format!(
+            "{} (HTTP {status}): {message}",
+            code.unwrap_or("unknown error")
+        ),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sdk_config(
+        configure: fn(aws_types::sdk_config::Builder) -> aws_types::sdk_config::Builder,
+        credentials: Credentials,
+    ) -> aws_types::SdkConfig {
+        configure(
+            aws_types::SdkConfig::builder()
+                .region(aws_types::region::Region::new("eu-west-1"))
+                .credentials_provider(SharedCredentialsProvider::new(credentials)),
+        )
+        .build()
+    }
+
+    /// The endpoints a direct client resolves under the SDK's rules: by default, with FIPS,
+    /// and with an endpoint URL configured.
+    pub(crate) async fn endpoints<F, Fut>(make: F) -> Vec<String>
+    where
+        F: Fn(aws_types::SdkConfig) -> Fut,
+        Fut: std::future::Future<Output = JsonClient>,
+    {
+        let credentials = Credentials::new("AKID", "secret", None, None, "test");
+        let configs: [fn(aws_types::sdk_config::Builder) -> aws_types::sdk_config::Builder; 3] = [
+            |b| b,
+            |b| b.use_fips(true),
+            |b| b.endpoint_url("http://127.0.0.1:4566"),
+        ];
+        let mut out = Vec::new();
+        for configure in configs {
+            let client = make(sdk_config(configure, credentials.clone())).await;
+            out.push(client.endpoint().to_string());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn requests_are_signed_for_the_service_in_the_region_over_target_and_body() {
+        let credentials = Credentials::new("AKID", "secret", Some("token".into()), None, "t");
+        let sdk = sdk_config(|b| b, credentials.clone());
+        let endpoint = Endpoint::builder()
+            .url("https://sqs.eu-west-1.amazonaws.com")
+            .build();
+        let client = JsonClient::new(&sdk, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+        let request = client
+            .signed_request("AmazonSQS.SendMessageBatch", b"{}".to_vec(), credentials)
+            .unwrap();
+        let header = |name: &str| request.headers()[name].to_str().unwrap().to_owned();
+        let auth = header("authorization");
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/")
+                && auth.contains("/eu-west-1/sqs/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, Signature="),
+            "{auth}"
+        );
+        assert_eq!(header("x-amz-security-token"), "token");
+        assert_eq!(header("x-amz-target"), "AmazonSQS.SendMessageBatch");
+        assert_eq!(header("content-type"), "application/x-amz-json-1.0");
+        assert_eq!(header("host"), "sqs.eu-west-1.amazonaws.com");
+    }
+
+    #[test]
+    fn without_a_region_setup_fails_naming_it() {
+        let sdk = aws_types::SdkConfig::builder()
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKID", "secret", None, None, "test",
+            )))
+            .build();
+        let e = EndpointInputs::from_sdk(&sdk, "SQS").err().unwrap();
+        assert!(e.to_string().contains("no AWS region"), "{e}");
+    }
+
+    #[test]
+    fn error_answers_are_classified_by_code_and_status() {
+        let throttled =
+            br#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"Rate exceeded"}"#;
+        let e = fault(400, throttled);
+        assert_eq!(e.class, Class::Transient);
+        assert_eq!(e.message, "RequestThrottled (HTTP 400): Rate exceeded");
+
+        let throttled = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}"#;
+        assert_eq!(fault(400, throttled).class, Class::Transient);
+
+        let missing = br#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","Message":"no queue"}"#;
+        let e = fault(400, missing);
+        assert_eq!(e.class, Class::Permanent);
+        assert_eq!(e.message, "QueueDoesNotExist (HTTP 400): no queue");
+
+        let e = fault(503, b"Service Unavailable");
+        assert_eq!(e.class, Class::Transient);
+        assert_eq!(e.message, "unknown error (HTTP 503): Service Unavailable");
+    }
+}

@@ -1,0 +1,373 @@
+//! One `Scan` page of a segment, through either client (`scan.client`), as [`Row`]s.
+//!
+//! The direct client (see [`crate::direct`] for why) writes the request itself and turns the
+//! answer's items into rows straight from their JSON text ([`RowWriter::from_json`]): the SDK's
+//! typed answer, a map of `AttributeValue`s per row, was the largest single cost of the worker
+//! once `SendMessageBatch` left the SDK. Pagination, the start key and the page's accounting
+//! are the same for both clients, and live in the pipeline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::scan::{ScanError as SdkScanError, ScanOutput};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::direct::{EndpointInputs, JsonClient, SetupError};
+use crate::item::{self, DynamoItem, Item, Row, RowWriter};
+use crate::retry::{self, CallError, Class};
+use crate::telemetry;
+
+const TARGET: &str = "DynamoDB_20120810.Scan";
+
+/// What reads the pages.
+#[derive(Clone)]
+pub enum Scanner {
+    /// scanfleet's own `Scan` client.
+    Direct(Arc<DirectScan>),
+    /// The AWS SDK.
+    Sdk(aws_sdk_dynamodb::Client),
+}
+
+/// The parameters of every `Scan` request of a segment; only the start key changes from page
+/// to page.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScanRequest<'a> {
+    pub table_name: &'a str,
+    pub segment: i32,
+    pub total_segments: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_expression: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projection_expression: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression_attribute_names: Option<HashMap<String, String>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "dynamo_json"
+    )]
+    pub expression_attribute_values: Option<&'a HashMap<String, AttributeValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistent_read: Option<bool>,
+}
+
+fn dynamo_json<S: serde::Serializer>(
+    values: &Option<&HashMap<String, AttributeValue>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match values {
+        Some(values) => DynamoItem(values).serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// One page: its rows and where the next one starts (`None`: the segment ends here).
+#[derive(Debug)]
+pub struct Page {
+    pub rows: Vec<Row>,
+    pub next: Option<Item>,
+    /// Rows DynamoDB read for the page (`ScannedCount`: before the filter).
+    pub scanned: u64,
+    /// Read capacity the page consumed.
+    pub units: f64,
+}
+
+/// Why a page could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// Boxed: the SDK's error is ten times the size of the others, and every page's result
+    /// would carry that size.
+    #[error("scanning table failed: {0}")]
+    Sdk(Box<SdkError<SdkScanError, aws_smithy_runtime_api::http::Response>>),
+    #[error("scanning table failed: {0}")]
+    Call(#[from] CallError),
+    #[error("row could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl From<SdkError<SdkScanError, aws_smithy_runtime_api::http::Response>> for ScanError {
+    fn from(e: SdkError<SdkScanError, aws_smithy_runtime_api::http::Response>) -> Self {
+        ScanError::Sdk(Box::new(e))
+    }
+}
+
+impl Scanner {
+    /// Reads the page that starts after `start` (the segment's start when `None`).
+    pub async fn page(
+        &self,
+        request: &ScanRequest<'_>,
+        start: Option<&Item>,
+        rows: &mut RowWriter<'_>,
+    ) -> Result<Page, ScanError> {
+        match self {
+            Scanner::Direct(direct) => direct.page(request, start, rows).await,
+            Scanner::Sdk(client) => {
+                let output = client
+                    .scan()
+                    .table_name(request.table_name)
+                    .segment(request.segment)
+                    .total_segments(request.total_segments)
+                    .set_limit(request.limit)
+                    .set_exclusive_start_key(start.cloned())
+                    .set_filter_expression(request.filter_expression.map(str::to_owned))
+                    .set_projection_expression(request.projection_expression.clone())
+                    .set_expression_attribute_names(request.expression_attribute_names.clone())
+                    .set_expression_attribute_values(request.expression_attribute_values.cloned())
+                    .set_consistent_read(request.consistent_read)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await?;
+                sdk_page(output, rows)
+            }
+        }
+    }
+}
+
+fn sdk_page(output: ScanOutput, rows: &mut RowWriter<'_>) -> Result<Page, ScanError> {
+    let units = output
+        .consumed_capacity
+        .and_then(|c| c.capacity_units)
+        .unwrap_or(0.0);
+    Ok(Page {
+        rows: output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| rows.from_item(item))
+            .collect::<Result<_, _>>()?,
+        next: output.last_evaluated_key.filter(|k| !k.is_empty()),
+        scanned: u64::try_from(output.scanned_count).unwrap_or(0),
+        units,
+    })
+}
+
+/// A `Scan` client for one DynamoDB endpoint.
+#[derive(Debug)]
+pub struct DirectScan {
+    client: JsonClient,
+}
+
+impl DirectScan {
+    /// Builds the client from the same configuration the SDK clients use: region, credentials
+    /// chain, `AWS_ENDPOINT_URL(_DYNAMODB)`, FIPS and dual-stack settings. The endpoint is the
+    /// regional one (`dynamodb.<region>.amazonaws.com`), not an account-based one.
+    pub async fn new(sdk: &aws_types::SdkConfig) -> Result<Self, SetupError> {
+        let inputs = EndpointInputs::from_sdk(sdk, "DynamoDB")?;
+        let endpoint = async {
+            let params = Params::builder()
+                .region(inputs.region.clone())
+                .set_endpoint(inputs.configured)
+                .set_use_fips(inputs.use_fips)
+                .set_use_dual_stack(inputs.use_dual_stack)
+                .account_id_endpoint_mode("disabled")
+                .build()
+                .map_err(|e| e.to_string())?;
+            DefaultResolver::new()
+                .resolve_endpoint(&params)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let endpoint = endpoint.await;
+        Ok(Self {
+            client: JsonClient::new(sdk, "dynamodb", inputs.region, endpoint)?,
+        })
+    }
+
+    /// One page, retrying throttling and transient failures with the task backoff (the SDK
+    /// client retries those itself).
+    async fn page(
+        &self,
+        request: &ScanRequest<'_>,
+        start: Option<&Item>,
+        rows: &mut RowWriter<'_>,
+    ) -> Result<Page, ScanError> {
+        let body = request_body(request, start);
+        let mut backoff = retry::task_backoff();
+        loop {
+            let e = match self
+                .client
+                .call(TARGET, body.clone())
+                .await
+                .map(|answer| read_answer(&answer, rows))
+            {
+                Ok(Err(ScanError::Call(e))) | Err(e) => e,
+                Ok(page) => return page,
+            };
+            match backoff.next() {
+                Some(delay) if e.class == Class::Transient => {
+                    telemetry::scan_retry(&e.message);
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The JSON request for the page after `start`.
+fn request_body(request: &ScanRequest<'_>, start: Option<&Item>) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Body<'a> {
+        #[serde(flatten)]
+        request: &'a ScanRequest<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exclusive_start_key: Option<DynamoItem<'a>>,
+        return_consumed_capacity: &'static str,
+    }
+    serde_json::to_vec(&Body {
+        request,
+        exclusive_start_key: start.map(DynamoItem),
+        return_consumed_capacity: "TOTAL",
+    })
+    .expect("keys and expression values are attribute values, which always serialize")
+}
+
+/// A 200 answer: its items become rows as they are read; the rest is accounting.
+fn read_answer(body: &[u8], rows: &mut RowWriter<'_>) -> Result<Page, ScanError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Answer<'a> {
+        #[serde(borrow, default)]
+        items: Vec<&'a RawValue>,
+        #[serde(default)]
+        last_evaluated_key: Option<serde_json::Value>,
+        #[serde(default)]
+        scanned_count: u64,
+        #[serde(default)]
+        consumed_capacity: Option<Capacity>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Capacity {
+        #[serde(default)]
+        capacity_units: Option<f64>,
+    }
+    let unreadable = |what: String| CallError {
+        // A garbled answer is worth reading again; the page is read again from the same key.
+        class: Class::Transient,
+        message: format!("unreadable Scan answer: {what}"),
+    };
+    let answer: Answer = serde_json::from_slice(body).map_err(|e| unreadable(e.to_string()))?;
+    let next = match answer.last_evaluated_key {
+        Some(key) if key.as_object().is_some_and(|k| !k.is_empty()) => Some(
+            item::key_from_json(&key)
+                .map_err(|e| unreadable(format!("LastEvaluatedKey {key}: {e}")))?,
+        ),
+        _ => None,
+    };
+    Ok(Page {
+        rows: answer
+            .items
+            .iter()
+            .map(|raw| rows.from_json(raw.get()))
+            .collect::<Result<_, _>>()?,
+        next,
+        scanned: answer.scanned_count,
+        units: answer
+            .consumed_capacity
+            .and_then(|c| c.capacity_units)
+            .unwrap_or(0.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::direct::tests::endpoints;
+    use crate::settings::OutputFormat;
+
+    fn request(values: Option<&HashMap<String, AttributeValue>>) -> ScanRequest<'_> {
+        ScanRequest {
+            table_name: "items",
+            segment: 3,
+            total_segments: 16,
+            limit: Some(500),
+            filter_expression: Some("#s = :s"),
+            projection_expression: None,
+            expression_attribute_names: Some(HashMap::from([("#s".into(), "status".into())])),
+            expression_attribute_values: values,
+            consistent_read: None,
+        }
+    }
+
+    #[test]
+    fn the_request_carries_the_segment_expressions_and_start_key() {
+        let values = HashMap::from([(":s".to_owned(), AttributeValue::S("open".into()))]);
+        let start = Item::from([("PK".to_owned(), AttributeValue::S("k-9".into()))]);
+        let body: serde_json::Value =
+            serde_json::from_slice(&request_body(&request(Some(&values)), Some(&start))).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "TableName": "items", "Segment": 3, "TotalSegments": 16, "Limit": 500,
+                "FilterExpression": "#s = :s",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {":s": {"S": "open"}},
+                "ExclusiveStartKey": {"PK": {"S": "k-9"}},
+                "ReturnConsumedCapacity": "TOTAL",
+            })
+        );
+        let first: serde_json::Value =
+            serde_json::from_slice(&request_body(&request(None), None)).unwrap();
+        assert!(first.get("ExclusiveStartKey").is_none());
+        assert!(first.get("ExpressionAttributeValues").is_none());
+    }
+
+    #[test]
+    fn an_answer_becomes_rows_a_next_key_and_its_accounting() {
+        let keys = ["PK".to_owned()];
+        let mut rows = RowWriter::new(OutputFormat::Plain, &keys);
+        let answer = br#"{"Count":2,"Items":[{"PK":{"S":"a"},"n":{"N":"1"}},{"PK":{"S":"b"}}],
+            "LastEvaluatedKey":{"PK":{"S":"b"}},"ScannedCount":5,
+            "ConsumedCapacity":{"TableName":"items","CapacityUnits":2.5}}"#;
+        let page = read_answer(answer, &mut rows).unwrap();
+        let bodies: Vec<&str> = page.rows.iter().map(|r| r.body.as_str()).collect();
+        assert_eq!(bodies, [r#"{"PK":"a","n":1}"#, r#"{"PK":"b"}"#]);
+        assert_eq!(page.rows[1].key["PK"], AttributeValue::S("b".into()));
+        assert_eq!(page.next.unwrap()["PK"], AttributeValue::S("b".into()));
+        assert_eq!((page.scanned, page.units), (5, 2.5));
+
+        let last = read_answer(br#"{"Items":[],"Count":0,"ScannedCount":0}"#, &mut rows).unwrap();
+        assert!(last.rows.is_empty() && last.next.is_none());
+        let empty_key = read_answer(br#"{"Items":[],"LastEvaluatedKey":{}}"#, &mut rows).unwrap();
+        assert!(empty_key.next.is_none());
+    }
+
+    #[test]
+    fn a_garbled_answer_is_transient_and_a_bad_row_is_not_a_call_error() {
+        let keys = ["PK".to_owned()];
+        let mut rows = RowWriter::new(OutputFormat::Plain, &keys);
+        match read_answer(b"<html>", &mut rows) {
+            Err(ScanError::Call(e)) => assert_eq!(e.class, Class::Transient),
+            other => panic!("{other:?}"),
+        }
+        match read_answer(br#"{"Items":[{"PK":{"X":"1"}}]}"#, &mut rows) {
+            Err(ScanError::Encode(e)) => assert!(e.to_string().contains("\"X\""), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_follows_the_sdks_rules() {
+        let got =
+            endpoints(|sdk| async move { DirectScan::new(&sdk).await.expect("set up").client })
+                .await;
+        assert_eq!(
+            got,
+            [
+                "https://dynamodb.eu-west-1.amazonaws.com/",
+                "https://dynamodb-fips.eu-west-1.amazonaws.com/",
+                "http://127.0.0.1:4566/",
+            ]
+        );
+    }
+}
