@@ -90,22 +90,40 @@ impl<'a> RowWriter<'a> {
         Ok(Row { body, key })
     }
 
-    /// A row from the DynamoDB JSON of one item, as a Scan answer carries it. The body is
-    /// written while the item is read; only the key attributes become `AttributeValue`s.
+    /// A row from the DynamoDB JSON of one item (`{"PK":{"S":"a"},…}`).
     pub fn from_json(&mut self, raw: &str) -> Result<Row, serde_json::Error> {
-        let mut body = Vec::with_capacity(self.capacity);
         let mut de = serde_json::Deserializer::from_str(raw);
+        let row = self.seed().deserialize(&mut de)?;
+        de.end()?;
+        Ok(row)
+    }
+
+    /// Reads one item from a deserializer, as a Scan answer carries it, into a row: the body is
+    /// written while the item is read, and only the key attributes become `AttributeValue`s.
+    pub fn seed(&mut self) -> RowSeed<'_, 'a> {
+        RowSeed(self)
+    }
+}
+
+/// See [`RowWriter::seed`].
+pub struct RowSeed<'w, 'a>(&'w mut RowWriter<'a>);
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_> {
+    type Value = Row;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Row, D::Error> {
+        let writer = self.0;
+        let mut body = Vec::with_capacity(writer.capacity);
         let key = ItemSeed {
             out: &mut body,
-            format: self.format,
-            key_names: self.key_names,
+            format: writer.format,
+            key_names: writer.key_names,
         }
-        .deserialize(&mut de)?;
-        de.end()?;
-        self.sized(&body);
-        // Only slices of `raw` (a str) and ASCII were written, so this cannot fail; checking
-        // costs a fraction of what reading the item did.
-        let body = String::from_utf8(body).expect("copied from a str");
+        .deserialize(d)?;
+        writer.sized(&body);
+        // Only slices of the input's strings (UTF-8, as the parser checked) and ASCII were
+        // written, so this cannot fail; checking costs a fraction of what reading the item did.
+        let body = String::from_utf8(body).expect("copied from UTF-8 text");
         Ok(Row { body, key })
     }
 }
@@ -165,24 +183,16 @@ impl<'de> Visitor<'de> for ItemSeed<'_, '_> {
             first = false;
             json::write_string(self.out, &name);
             self.out.push(b':');
-            let value = ValueSeed {
+            let capture = self.key_names.iter().any(|k| *k == name);
+            let value = map.next_value_seed(ValueSeed {
                 out: self.out,
                 format: self.format,
-            };
-            if !self.key_names.iter().any(|k| *k == name) {
-                map.next_value_seed(value)?;
-                continue;
-            }
+                capture,
+            })?;
             // One of the item's one or two key attributes: also kept as an `AttributeValue`.
-            let raw: &RawValue = map.next_value()?;
-            value
-                .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
-                .map_err(de::Error::custom)?;
-            let parsed: serde_json::Value =
-                serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
-            let parsed = value_from_json(&parsed)
-                .map_err(|e| de::Error::custom(format!("key attribute {name:?}: {e}")))?;
-            key.insert(name.into_owned(), parsed);
+            if let Some(value) = value {
+                key.insert(name.into_owned(), value);
+            }
         }
         self.out.push(b'}');
         Ok(key)
@@ -191,10 +201,12 @@ impl<'de> Visitor<'de> for ItemSeed<'_, '_> {
 
 /// Reads one attribute value (`{"S": "a"}`) and writes it in `format`: `"a"` (plain) or
 /// `{"S":"a"}` (dynamodb, compact whatever the spacing read). Strings and binaries (base64
-/// text either way) are copied as the JSON text they are.
+/// text either way) are copied as the JSON text they are. With `capture`, a scalar (S, N or
+/// B: the types a key attribute can have) is also returned as an `AttributeValue`.
 struct ValueSeed<'o> {
     out: &'o mut Vec<u8>,
     format: OutputFormat,
+    capture: bool,
 }
 
 /// The JSON text of a string, checked to be one.
@@ -222,21 +234,22 @@ fn number_text<E: de::Error>(raw: &RawValue, format: OutputFormat) -> Result<&st
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    type Value = Option<AttributeValue>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = ();
+    type Value = Option<AttributeValue>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a DynamoDB attribute value like {\"S\":\"a\"}")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let (out, format) = (self.out, self.format);
+        let mut captured = None;
         let Some(Name(ty)) = map.next_key::<Name>()? else {
             return Err(de::Error::custom("an attribute value without a type"));
         };
@@ -249,11 +262,29 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match &*ty {
             "S" | "B" => {
                 let raw: &RawValue = map.next_value()?;
-                out.extend_from_slice(string_text(raw, &ty)?.as_bytes());
+                let text = string_text(raw, &ty)?;
+                out.extend_from_slice(text.as_bytes());
+                if self.capture {
+                    let unescaped: String =
+                        serde_json::from_str(text).map_err(de::Error::custom)?;
+                    captured = Some(if &*ty == "S" {
+                        AttributeValue::S(unescaped)
+                    } else {
+                        let bytes = B64.decode(&unescaped).map_err(|_| {
+                            de::Error::custom(format!("B value {text} is not base64"))
+                        })?;
+                        AttributeValue::B(Blob::new(bytes))
+                    });
+                }
             }
             "N" => {
                 let raw: &RawValue = map.next_value()?;
-                out.extend_from_slice(number_text(raw, format)?.as_bytes());
+                let text = number_text(raw, format)?;
+                out.extend_from_slice(text.as_bytes());
+                if self.capture {
+                    let digits = text.trim_matches('"');
+                    captured = Some(AttributeValue::N(digits.to_owned()));
+                }
             }
             "BOOL" => {
                 let v: bool = map.next_value()?;
@@ -298,7 +329,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 "an attribute value has one type, this one more than {ty:?}"
             )));
         }
-        Ok(())
+        Ok(captured)
     }
 }
 
@@ -343,7 +374,13 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
                 out.push(b',');
             }
             let more = match self.element {
-                ListOf::Values => seq.next_element_seed(ValueSeed { out, format })?.is_some(),
+                ListOf::Values => seq
+                    .next_element_seed(ValueSeed {
+                        out,
+                        format,
+                        capture: false,
+                    })?
+                    .is_some(),
                 ListOf::Scalar(ty) => match seq.next_element::<&RawValue>()? {
                     Some(raw) => {
                         let text = if ty == "N" {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::future::BoxFuture;
 
 /// Error codes AWS uses for throttling across DynamoDB and SQS.
 const THROTTLING_CODES: &[&str] = &[
@@ -96,6 +97,30 @@ pub fn task_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// Runs `attempt` until it succeeds or fails permanently, waiting out [`task_backoff`] after
+/// each transient failure (`on_retry` sees it first). The last error is returned when the
+/// backoff gives up. `state` is lent to each attempt in turn.
+pub async fn transient<S, T>(
+    state: &mut S,
+    attempt: impl for<'s> Fn(&'s mut S) -> BoxFuture<'s, Result<T, CallError>>,
+    on_retry: impl Fn(&CallError),
+) -> Result<T, CallError> {
+    let mut backoff = task_backoff();
+    loop {
+        let e = match attempt(state).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        match backoff.next() {
+            Some(delay) if e.class == Class::Transient => {
+                on_retry(&e);
+                tokio::time::sleep(delay).await;
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
 /// Backoff for a failing ReceiveMessage loop: from 200 ms, capped at 10 s, never giving up
 /// (a worker must outlive an outage), with jitter so a fleet does not retry in lockstep.
 pub fn receive_backoff() -> impl Iterator<Item = Duration> {
@@ -149,6 +174,50 @@ mod tests {
             class_of(Some(400), Some("InvalidParameterValue")),
             Class::Permanent
         );
+    }
+
+    fn failure(class: Class, n: u32) -> CallError {
+        CallError {
+            class,
+            message: format!("failure {n}"),
+        }
+    }
+
+    /// An attempt that fails with `class` until call number `succeed_at` (never if 0).
+    fn attempt(
+        class: Class,
+        succeed_at: u32,
+    ) -> impl for<'s> Fn(&'s mut u32) -> BoxFuture<'s, Result<u32, CallError>> {
+        move |calls| {
+            Box::pin(async move {
+                *calls += 1;
+                if *calls == succeed_at {
+                    Ok(*calls)
+                } else {
+                    Err(failure(class, *calls))
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_and_permanent_ones_are_not() {
+        let retries = std::cell::Cell::new(0);
+        let on_retry = |_: &CallError| retries.set(retries.get() + 1);
+        let got = transient(&mut 0, attempt(Class::Transient, 3), on_retry).await;
+        assert_eq!(got.unwrap(), 3);
+        assert_eq!(retries.get(), 2);
+
+        let got = transient(&mut 0, attempt(Class::Permanent, 3), on_retry).await;
+        assert_eq!(got.unwrap_err().message, "failure 1");
+        assert_eq!(retries.get(), 2, "a permanent failure is not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_that_lasts_ends_with_the_last_error() {
+        let got = transient(&mut 0, attempt(Class::Transient, 0), |_| {}).await;
+        // The first attempt and the backoff's 10 retries.
+        assert_eq!(got.unwrap_err().message, "failure 11");
     }
 
     #[test]

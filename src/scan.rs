@@ -7,14 +7,16 @@
 //! are the same for both clients, and live in the pipeline.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::scan::{ScanError as SdkScanError, ScanOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde_json::error::Category;
 
 use crate::direct::{EndpointInputs, JsonClient, SetupError};
 use crate::item::{self, DynamoItem, Item, Row, RowWriter};
@@ -87,8 +89,12 @@ pub enum ScanError {
     Sdk(Box<SdkError<SdkScanError, aws_smithy_runtime_api::http::Response>>),
     #[error("scanning table failed: {0}")]
     Call(#[from] CallError),
+    /// An SDK item that cannot be written as a message body.
     #[error("row could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A direct Scan answer that cannot be read as one (see `read_answer`).
+    #[error("scan answer could not be read: {0}")]
+    Answer(serde_json::Error),
 }
 
 impl From<SdkError<SdkScanError, aws_smithy_runtime_api::http::Response>> for ScanError {
@@ -188,25 +194,23 @@ impl DirectScan {
         rows: &mut RowWriter<'_>,
     ) -> Result<Page, ScanError> {
         let body = request_body(request, start);
-        let mut backoff = retry::task_backoff();
-        loop {
-            let e = match self
-                .client
-                .call(TARGET, body.clone())
-                .await
-                .map(|answer| read_answer(&answer, rows))
-            {
-                Ok(Err(ScanError::Call(e))) | Err(e) => e,
-                Ok(page) => return page,
-            };
-            match backoff.next() {
-                Some(delay) if e.class == Class::Transient => {
-                    telemetry::scan_retry(&e.message);
-                    tokio::time::sleep(delay).await;
-                }
-                _ => return Err(e.into()),
-            }
-        }
+        // A garbled answer (a `Call` error from `read_answer`) is retried like a failed call;
+        // an answer that is not a valid page ends the loop with the page's error.
+        let page = retry::transient(
+            &mut (&self.client, body, rows),
+            |(client, body, rows)| {
+                Box::pin(async move {
+                    let answer = client.call(TARGET, body.clone()).await?;
+                    match read_answer(&answer, rows) {
+                        Err(ScanError::Call(e)) => Err(e),
+                        page => Ok(page),
+                    }
+                })
+            },
+            |e| telemetry::scan_retry(&e.message),
+        )
+        .await;
+        page?
     }
 }
 
@@ -229,52 +233,102 @@ fn request_body(request: &ScanRequest<'_>, start: Option<&Item>) -> Vec<u8> {
     .expect("keys and expression values are attribute values, which always serialize")
 }
 
-/// A 200 answer: its items become rows as they are read; the rest is accounting.
+/// A 200 answer, read in one pass: its items become rows as they are read; the rest is
+/// accounting. Answer text that is not JSON (cut short, garbled) is transient, read again
+/// from the same key; JSON that cannot be a Scan answer (an unknown attribute type, a number
+/// that is not one) is not, and fails the task naming what is wrong.
 fn read_answer(body: &[u8], rows: &mut RowWriter<'_>) -> Result<Page, ScanError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Answer<'a> {
-        #[serde(borrow, default)]
-        items: Vec<&'a RawValue>,
-        #[serde(default)]
-        last_evaluated_key: Option<serde_json::Value>,
-        #[serde(default)]
-        scanned_count: u64,
-        #[serde(default)]
-        consumed_capacity: Option<Capacity>,
+    let mut de = serde_json::Deserializer::from_slice(body);
+    AnswerSeed(rows)
+        .deserialize(&mut de)
+        .and_then(|page| de.end().map(|()| page))
+        .map_err(|e| match e.classify() {
+            Category::Data => ScanError::Answer(e),
+            Category::Io | Category::Syntax | Category::Eof => ScanError::Call(CallError {
+                class: Class::Transient,
+                message: format!("unreadable Scan answer: {e}"),
+            }),
+        })
+}
+
+struct AnswerSeed<'w, 'a>(&'w mut RowWriter<'a>);
+
+impl<'de> DeserializeSeed<'de> for AnswerSeed<'_, '_> {
+    type Value = Page;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Page, D::Error> {
+        d.deserialize_map(self)
     }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Capacity {
-        #[serde(default)]
-        capacity_units: Option<f64>,
+}
+
+impl<'de> Visitor<'de> for AnswerSeed<'_, '_> {
+    type Value = Page;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Scan answer")
     }
-    let unreadable = |what: String| CallError {
-        // A garbled answer is worth reading again; the page is read again from the same key.
-        class: Class::Transient,
-        message: format!("unreadable Scan answer: {what}"),
-    };
-    let answer: Answer = serde_json::from_slice(body).map_err(|e| unreadable(e.to_string()))?;
-    let next = match answer.last_evaluated_key {
-        Some(key) if key.as_object().is_some_and(|k| !k.is_empty()) => Some(
-            item::key_from_json(&key)
-                .map_err(|e| unreadable(format!("LastEvaluatedKey {key}: {e}")))?,
-        ),
-        _ => None,
-    };
-    Ok(Page {
-        rows: answer
-            .items
-            .iter()
-            .map(|raw| rows.from_json(raw.get()))
-            .collect::<Result<_, _>>()?,
-        next,
-        scanned: answer.scanned_count,
-        units: answer
-            .consumed_capacity
-            .and_then(|c| c.capacity_units)
-            .unwrap_or(0.0),
-    })
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Page, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Capacity {
+            #[serde(default)]
+            capacity_units: Option<f64>,
+        }
+        let mut page = Page {
+            rows: Vec::new(),
+            next: None,
+            scanned: 0,
+            units: 0.0,
+        };
+        while let Some(field) = map.next_key::<String>()? {
+            match field.as_str() {
+                "Items" => page.rows = map.next_value_seed(RowsSeed(&mut *self.0))?,
+                "LastEvaluatedKey" => {
+                    let key: serde_json::Value = map.next_value()?;
+                    if key.as_object().is_some_and(|k| !k.is_empty()) {
+                        page.next = Some(item::key_from_json(&key).map_err(|e| {
+                            de::Error::custom(format!("LastEvaluatedKey {key}: {e}"))
+                        })?);
+                    }
+                }
+                "ScannedCount" => page.scanned = map.next_value()?,
+                "ConsumedCapacity" => {
+                    let capacity: Option<Capacity> = map.next_value()?;
+                    page.units = capacity.and_then(|c| c.capacity_units).unwrap_or(0.0);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// The answer's `Items`, each read into a row.
+struct RowsSeed<'w, 'a>(&'w mut RowWriter<'a>);
+
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_, '_> {
+    type Value = Vec<Row>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Row>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
+    type Value = Vec<Row>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of items")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Row>, A::Error> {
+        let mut rows = Vec::new();
+        while let Some(row) = seq.next_element_seed(self.0.seed())? {
+            rows.push(row);
+        }
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]
@@ -346,12 +400,14 @@ mod tests {
     fn a_garbled_answer_is_transient_and_a_bad_row_is_not_a_call_error() {
         let keys = ["PK".to_owned()];
         let mut rows = RowWriter::new(OutputFormat::Plain, &keys);
-        match read_answer(b"<html>", &mut rows) {
-            Err(ScanError::Call(e)) => assert_eq!(e.class, Class::Transient),
-            other => panic!("{other:?}"),
+        for garbled in [&b"<html>"[..], br#"{"Items":[{"PK":{"S":"a"}}"#] {
+            match read_answer(garbled, &mut rows) {
+                Err(ScanError::Call(e)) => assert_eq!(e.class, Class::Transient),
+                other => panic!("{other:?}"),
+            }
         }
         match read_answer(br#"{"Items":[{"PK":{"X":"1"}}]}"#, &mut rows) {
-            Err(ScanError::Encode(e)) => assert!(e.to_string().contains("\"X\""), "{e}"),
+            Err(ScanError::Answer(e)) => assert!(e.to_string().contains("\"X\""), "{e}"),
             other => panic!("{other:?}"),
         }
     }
