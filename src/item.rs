@@ -122,8 +122,9 @@ impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_> {
         .deserialize(d)?;
         writer.sized(&body);
         // Only slices of the input's strings (UTF-8, as the parser checked) and ASCII were
-        // written, so this cannot fail; checking costs a fraction of what reading the item did.
-        let body = String::from_utf8(body).expect("copied from UTF-8 text");
+        // written, so this does not fail; checking costs a fraction of what reading the item
+        // did, and an error names the row rather than a panic ending the worker.
+        let body = String::from_utf8(body).map_err(de::Error::custom)?;
         Ok(Row { body, key })
     }
 }

@@ -11,7 +11,6 @@
 //! continuation task, so a crash repeats at most one chunk.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -315,9 +314,8 @@ pub fn row_id(table: &str, key_names: &[String], key: &Item) -> String {
             _ => part(b"-"),
         }
     }
-    let mut id = String::with_capacity(ROW_ID_LEN);
-    write!(id, "{:032x}", h.digest128()).expect("writing to a String cannot fail");
-    id
+    // Big-endian hex of the 128 bits, as `{:032x}` writes it, without the formatter.
+    hex::encode(h.digest128().to_be_bytes())
 }
 
 /// Whether an SQS queue URL names a FIFO queue (SQS requires the `.fifo` suffix).

@@ -1,7 +1,7 @@
 //! One `Scan` page of a segment, through either client (`scan.client`), as [`Row`]s.
 //!
 //! The direct client (see [`crate::direct`] for why) writes the request itself and turns the
-//! answer's items into rows straight from their JSON text ([`RowWriter::from_json`]): the SDK's
+//! answer's items into rows straight from their JSON text ([`RowWriter::seed`]): the SDK's
 //! typed answer, a map of `AttributeValue`s per row, was the largest single cost of the worker
 //! once `SendMessageBatch` left the SDK. Pagination, the start key and the page's accounting
 //! are the same for both clients, and live in the pipeline.
