@@ -10,6 +10,7 @@
 //! Flags: --rows N (100000) --segments N (16) --workers K (1) --latency-ms L (10)
 //!        --row-bytes B (1000) --limit-of-rows N (3000) --peer-python PATH (.venv/peer/bin/python)
 //!        --no-peer --no-scaling --scaling-latency-ms L (20) --record FILE
+//!        --timeout-minutes M (30): a run that has not finished by then is an error
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +28,8 @@ struct Args {
     peer_python: Option<PathBuf>,
     scaling: bool,
     scaling_latency_ms: u64,
+    /// How long one run may take before the bench gives up on it.
+    timeout: Duration,
     record: Option<PathBuf>,
 }
 
@@ -41,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         peer_python: Some(PathBuf::from(".venv/peer/bin/python")),
         scaling: true,
         scaling_latency_ms: 20,
+        timeout: Duration::from_secs(30 * 60),
         record: None,
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
                     "--row-bytes" => a.row_bytes = num(&v)? as usize,
                     "--limit-of-rows" => a.limit_of_rows = num(&v)? as u32,
                     "--scaling-latency-ms" => a.scaling_latency_ms = num(&v)?,
+                    "--timeout-minutes" => a.timeout = Duration::from_secs(num(&v)? * 60),
                     "--peer-python" => a.peer_python = Some(PathBuf::from(v)),
                     "--record" => a.record = Some(PathBuf::from(v)),
                     _ => return Err(format!("unknown flag {flag}")),
@@ -224,8 +229,12 @@ async fn run_scanfleet(
                 break;
             }
         }
-        if start.elapsed() > Duration::from_secs(1800) {
-            return Err("the job did not finish within 30 minutes".into());
+        if start.elapsed() > a.timeout {
+            return Err(format!(
+                "the job did not finish within {} minutes (--timeout-minutes)",
+                a.timeout.as_secs() / 60
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
