@@ -217,12 +217,9 @@ impl JsonClient {
         credentials: &Credentials,
         time: SystemTime,
     ) -> Result<http::Request<Full<Bytes>>, CallError> {
-        let (sign, body) = match self.canonical_path.as_deref() {
-            Some(path) => (self.sign(path, target, &body, credentials, time), body),
-            None => (
-                self.sign_with_aws_sigv4(target, &body, credentials, time)?,
-                body,
-            ),
+        let sign = match self.canonical_path.as_deref() {
+            Some(path) => self.sign(path, target, &body, credentials, time),
+            None => self.sign_with_aws_sigv4(target, &body, credentials, time)?,
         };
         let mut request = http::Request::post(self.endpoint.clone())
             .header(HOST, self.host.clone())
