@@ -24,5 +24,6 @@ url=$(scripts/emulator.sh start ministack)
 trap 'scripts/emulator.sh stop ministack' EXIT
 env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+  NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" \
   BENCH_EMULATOR_PID="$(cat .run/ministack.pid)" \
   "target/$dir/examples/bench" "${record[@]}" "$@"

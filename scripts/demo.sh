@@ -11,4 +11,5 @@ url=$(scripts/emulator.sh start "$emulator")
 trap 'scripts/emulator.sh stop "$emulator"' EXIT
 env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+  NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" \
   target/release/examples/demo "$@"

@@ -5,6 +5,7 @@
 #   scripts/emulator.sh start NAME     # installs if needed, starts on a free loopback port,
 #                                      # waits until SQS answers, prints the endpoint URL
 #   scripts/emulator.sh stop NAME      # stops the process started by `start`, by its PID
+#   scripts/emulator.sh install pproxy # the HTTP proxy (PyPI's pproxy) the proxy test starts
 #
 # Each emulator gets its own virtual environment because they pin clashing botocore versions.
 # Both keep all state in memory: a restart is an empty AWS.
@@ -15,11 +16,12 @@ venvs="$root/.venv"
 run="$root/.run"
 MINISTACK_VERSION=1.5.33
 MOTO_VERSION=5.2.5
+PPROXY_VERSION=2.7.9
 
-usage() { echo "usage: $0 install|start|stop ministack|moto" >&2; exit 2; }
+usage() { echo "usage: $0 install|start|stop ministack|moto, or $0 install pproxy" >&2; exit 2; }
 [[ $# -eq 2 ]] || usage
 cmd=$1 name=$2
-case $name in ministack|moto) ;; *) usage ;; esac
+case $cmd/$name in */ministack|*/moto|install/pproxy) ;; *) usage ;; esac
 venv="$venvs/$name"
 
 install() {
@@ -27,6 +29,7 @@ install() {
   case $name in
     ministack) spec="ministack==$MINISTACK_VERSION" ;;
     moto) spec="moto[server]==$MOTO_VERSION" ;;
+    pproxy) spec="pproxy==$PPROXY_VERSION" ;;
   esac
   if [[ -f "$venv/.installed" && $(cat "$venv/.installed") == "$spec" ]]; then
     return 0
@@ -65,7 +68,7 @@ start() {
   echo "$port" > "$run/$name.port"
   # Ready means a real ListQueues call answers, not merely that the port accepts connections.
   local deadline=$((SECONDS + 60))
-  until AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \
+  until NO_PROXY=127.0.0.1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \
       "$venv/bin/python" - "http://127.0.0.1:$port" >/dev/null 2>&1 <<'PY'
 import sys, botocore.session
 botocore.session.get_session().create_client("sqs", endpoint_url=sys.argv[1]).list_queues()

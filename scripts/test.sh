@@ -23,6 +23,9 @@ cargo test --locked --no-fail-fast --lib --bins --test cli --test mocks 2>&1 | t
 echo "== deployment checks"
 scripts/check-deploy.sh
 
+# The HTTP proxy the proxy test relays through (the test starts and stops it).
+scripts/emulator.sh install pproxy
+
 for emulator in $emulators; do
   echo "== integration tests on $emulator"
   url=$(scripts/emulator.sh start "$emulator")
@@ -30,6 +33,7 @@ for emulator in $emulators; do
   # Local credentials and region for the emulator; nothing here reaches real AWS.
   env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+    NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" \
     SCANFLEET_TEST_EMULATOR="$emulator" \
     cargo test --locked --no-fail-fast --test emulator --test faults --test jobs 2>&1 | tee -a "$log"
   scripts/emulator.sh stop "$emulator"

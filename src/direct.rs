@@ -1,5 +1,5 @@
-//! AWS JSON-protocol calls made directly: a pooled hyper connection, requests signed with
-//! `aws-sigv4`, the SDK's own credential chain and endpoint rules.
+//! AWS JSON-protocol calls made directly: requests signed with `aws-sigv4`, the SDK's own
+//! credential chain and endpoint rules, sent through the HTTP connector the SDK clients use.
 //!
 //! Why not the SDK for these: the worker's two hot calls are `Scan` (one per page of hundreds of
 //! rows) and `SendMessageBatch` (one per 10 rows). For them the SDK's generic machinery
@@ -15,15 +15,15 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_smithy_runtime_api::client::http::{HttpConnector, SharedHttpConnector};
 use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_runtime_api::http::Request as HttpRequest;
+use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::endpoint::Endpoint;
 use aws_types::service_config::ServiceConfigKey;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
@@ -34,11 +34,10 @@ const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.0";
 /// credentials that lapse in flight.
 const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// Signed JSON calls to one service endpoint.
 pub struct JsonClient {
-    http: Client<Https, Full<Bytes>>,
+    /// The process's connector (`crate::http_connector`): its pool, TLS and proxy settings.
+    http: SharedHttpConnector,
     endpoint: http::Uri,
     /// `endpoint` as text, as the signer takes it (formatted once, not per request).
     endpoint_text: String,
@@ -76,8 +75,6 @@ pub enum SetupError {
     NoCredentials,
     #[error("the {0} endpoint cannot be resolved: {1}")]
     Endpoint(&'static str, String),
-    #[error("the system's TLS root certificates cannot be loaded: {0}")]
-    Tls(std::io::Error),
 }
 
 /// What the endpoint resolver of a service needs from the shared configuration.
@@ -118,9 +115,10 @@ impl EndpointInputs {
 
 impl JsonClient {
     /// A client for `endpoint` (resolved by the caller with its service's SDK resolver), with
-    /// the credentials chain of the SDK configuration.
+    /// the credentials chain of the SDK configuration, sending through `http`.
     pub fn new(
         sdk: &aws_types::SdkConfig,
+        http: SharedHttpConnector,
         signing_name: &'static str,
         region: String,
         endpoint: Result<Endpoint, String>,
@@ -139,16 +137,6 @@ impl JsonClient {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .ok_or_else(|| unresolvable(format!("{endpoint} names no host")))?;
 
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(crate::CONNECT_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(SetupError::Tls)?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
         // A path of unreserved characters, without empty or dot segments, is its own canonical
         // form; anything else is left to the general signer's encoding and normalization.
         let path = endpoint.path();
@@ -164,7 +152,7 @@ impl JsonClient {
                             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
                 }));
         Ok(Self {
-            http: Client::builder(TokioExecutor::new()).build(https),
+            http,
             canonical_path: plain.then(|| path.to_owned()),
             signing_keys: std::sync::Mutex::new(None),
             endpoint_text: endpoint.to_string(),
@@ -191,7 +179,7 @@ impl JsonClient {
         let credentials = self.credentials().await?;
         let request = self.signed_request(target, body, &credentials, SystemTime::now())?;
         let exchange = async {
-            let response = self.http.request(request).await?;
+            let response = self.http.call(HttpRequest::try_from(request)?).await?;
             let status = response.status().as_u16();
             let body = response.into_body().collect().await?.to_bytes();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
@@ -216,7 +204,7 @@ impl JsonClient {
         body: Vec<u8>,
         credentials: &Credentials,
         time: SystemTime,
-    ) -> Result<http::Request<Full<Bytes>>, CallError> {
+    ) -> Result<http::Request<SdkBody>, CallError> {
         let sign = match self.canonical_path.as_deref() {
             Some(path) => self.sign(path, target, &body, credentials, time),
             None => self.sign_with_aws_sigv4(target, &body, credentials, time)?,
@@ -226,7 +214,7 @@ impl JsonClient {
             .header(CONTENT_TYPE, CONTENT_TYPE_JSON)
             .header("x-amz-target", target)
             .header(USER_AGENT, self.user_agent.clone())
-            .body(Full::new(Bytes::from(body)))
+            .body(SdkBody::from(body))
             .expect("method, URI and headers are valid");
         let headers = request.headers_mut();
         for (name, value) in sign {
@@ -452,6 +440,23 @@ pub(crate) mod tests {
         .build()
     }
 
+    /// A client of `service` in eu-west-1 for the endpoint `url`, signing with `credentials`.
+    fn client_for(
+        service: &'static str,
+        url: &str,
+        credentials: &Credentials,
+    ) -> Result<JsonClient, SetupError> {
+        let sdk = sdk_config(|b| b, credentials.clone());
+        let endpoint = Endpoint::builder().url(url.to_owned()).build();
+        JsonClient::new(
+            &sdk,
+            crate::http_connector(),
+            service,
+            "eu-west-1".into(),
+            Ok(endpoint),
+        )
+    }
+
     /// The endpoints a direct client resolves under the SDK's rules: by default, with FIPS,
     /// and with an endpoint URL configured.
     pub(crate) async fn endpoints<F, Fut>(make: F) -> Vec<String>
@@ -476,11 +481,8 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn requests_are_signed_for_the_service_in_the_region_over_target_and_body() {
         let credentials = Credentials::new("AKID", "secret", Some("token".into()), None, "t");
-        let sdk = sdk_config(|b| b, credentials.clone());
-        let endpoint = Endpoint::builder()
-            .url("https://sqs.eu-west-1.amazonaws.com")
-            .build();
-        let client = JsonClient::new(&sdk, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+        let client =
+            client_for("sqs", "https://sqs.eu-west-1.amazonaws.com", &credentials).unwrap();
         let request = client
             .signed_request(
                 "AmazonSQS.SendMessageBatch",
@@ -538,9 +540,7 @@ pub(crate) mod tests {
                 "DynamoDB_20120810.Scan",
             ),
         ] {
-            let sdk = sdk_config(|b| b, without.clone());
-            let endpoint = Endpoint::builder().url(url).build();
-            let client = JsonClient::new(&sdk, service, "eu-west-1".into(), Ok(endpoint)).unwrap();
+            let client = client_for(service, url, &without).unwrap();
             let path = client
                 .canonical_path
                 .clone()
@@ -575,9 +575,7 @@ pub(crate) mod tests {
             "https://h.example/a?x=1",
             "https://h.example//a",
         ] {
-            let sdk = sdk_config(|b| b, credentials.clone());
-            let endpoint = Endpoint::builder().url(url).build();
-            let client = JsonClient::new(&sdk, "sqs", "eu-west-1".into(), Ok(endpoint));
+            let client = client_for("sqs", url, &credentials);
             // Some of these are not even URIs; those fail at setup, naming the endpoint.
             if let Ok(client) = client {
                 assert_eq!(client.canonical_path, None, "{url}");

@@ -18,6 +18,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
+use aws_smithy_runtime_api::client::http::SharedHttpConnector;
+
 use crate::direct::{EndpointInputs, JsonClient, SetupError};
 use crate::item::{self, DynamoItem, Item, Row, RowWriter};
 use crate::retry::{self, CallError, Class};
@@ -163,7 +165,10 @@ impl DirectScan {
     /// Builds the client from the same configuration the SDK clients use: region, credentials
     /// chain, `AWS_ENDPOINT_URL(_DYNAMODB)`, FIPS and dual-stack settings. The endpoint is the
     /// regional one (`dynamodb.<region>.amazonaws.com`), not an account-based one.
-    pub async fn new(sdk: &aws_types::SdkConfig) -> Result<Self, SetupError> {
+    pub async fn new(
+        sdk: &aws_types::SdkConfig,
+        http: SharedHttpConnector,
+    ) -> Result<Self, SetupError> {
         let inputs = EndpointInputs::from_sdk(sdk, "DynamoDB")?;
         let endpoint = async {
             let params = Params::builder()
@@ -181,7 +186,7 @@ impl DirectScan {
         };
         let endpoint = endpoint.await;
         Ok(Self {
-            client: JsonClient::new(sdk, "dynamodb", inputs.region, endpoint)?,
+            client: JsonClient::new(sdk, http, "dynamodb", inputs.region, endpoint)?,
         })
     }
 
@@ -414,9 +419,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_endpoint_follows_the_sdks_rules() {
-        let got =
-            endpoints(|sdk| async move { DirectScan::new(&sdk).await.expect("set up").client })
-                .await;
+        let got = endpoints(|sdk| async move {
+            DirectScan::new(&sdk, crate::http_connector())
+                .await
+                .expect("set up")
+                .client
+        })
+        .await;
         assert_eq!(
             got,
             [

@@ -82,8 +82,8 @@ pub enum ClientKind {
     /// scanfleet's own client (SigV4-signed JSON over a pooled connection, see
     /// `crate::direct`): a fraction of the SDK's CPU per row.
     Direct,
-    /// The AWS SDK, like every other call: for endpoints or proxies the direct client does not
-    /// handle (it ignores `HTTPS_PROXY`).
+    /// The AWS SDK's own request pipeline, like every other call: the fallback should the
+    /// direct client not suit an endpoint.
     Sdk,
 }
 

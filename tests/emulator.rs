@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::{BINARY, Fixture, plain_key, scaled, total, wait_for};
+use common::{BINARY, Fixture, HttpProxy, endpoint, plain_key, scaled, total, wait_for};
 use scanfleet::devkit;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,6 +295,74 @@ async fn the_direct_and_sdk_clients_send_identical_messages() {
             runs[0], runs[1],
             "{format}: direct (left) and sdk (right) differ"
         );
+    }
+    f.cleanup().await;
+}
+
+/// `HTTP_PROXY` (like `HTTPS_PROXY` for https endpoints) carries every call of the worker. The
+/// endpoint's host here (`*.invalid`, which never resolves) is reachable only through the
+/// proxy, so the job completing shows that every call went through it: the SDK's (control
+/// queue) and the direct clients' (`Scan`, `SendMessageBatch`). `NO_PROXY` exempts a host, as
+/// with the AWS CLI.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_go_through_the_http_proxy_the_environment_names() {
+    let rows = scaled(60, 30);
+    let f = Fixture::new(rows, 3).await;
+    let proxy = HttpProxy::start(&f.logs).await;
+    let port = endpoint()
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .map(|(_, port)| port.to_owned())
+        .expect("AWS_ENDPOINT_URL has a port");
+    let hidden = format!("scanfleet-emulator.invalid:{port}");
+    let mut relayed = 0;
+    for (run, host, no_proxy) in [
+        ("proxied", hidden.clone(), ""),
+        ("exempt", format!("127.0.0.1:{port}"), "127.0.0.1"),
+    ] {
+        // Queues of its own for each run: the first worker, killed in a long poll, may still
+        // take a task of the second on the emulator.
+        let queues = devkit::create_queues(&f.aws, &format!("{}-{run}", f.table), 3)
+            .await
+            .expect("create queues");
+        let (endpoint_url, proxy_url) = (format!("http://{host}"), proxy.url());
+        let worker = f.worker_on(
+            &queues,
+            &[
+                ("AWS_ENDPOINT_URL", endpoint_url.as_str()),
+                ("HTTP_PROXY", proxy_url.as_str()),
+                ("NO_PROXY", no_proxy),
+                ("SCANFLEET__SCAN__CLIENT", "direct"),
+                ("SCANFLEET__OUTPUT__CLIENT", "direct"),
+            ],
+        );
+        f.aws
+            .sqs
+            .send_message()
+            .queue_url(&queues.control)
+            .message_body(r#"{"current_segment": 0, "total_segments": 1}"#)
+            .send()
+            .await
+            .expect("send task");
+        let received = f.drain(&queues.output, rows as usize).await;
+        f.wait_for_depth(&queues.control, 0).await;
+        drop(worker);
+        devkit::delete_queues(&f.aws, &queues).await;
+        let keys: HashSet<_> = received.iter().map(plain_key).collect();
+        assert_eq!(keys, f.expected_keys(), "{run}: every row, once");
+        let destinations = proxy.destinations();
+        match run {
+            "proxied" => assert!(
+                !destinations.is_empty() && destinations.iter().all(|d| *d == hidden),
+                "{destinations:?}"
+            ),
+            _ => assert_eq!(
+                destinations.len(),
+                relayed,
+                "NO_PROXY=127.0.0.1, yet the proxy relayed more: {destinations:?}"
+            ),
+        }
+        relayed = destinations.len();
     }
     f.cleanup().await;
 }

@@ -1,4 +1,4 @@
-//! `SendMessageBatch` spoken directly: SQS's JSON protocol over a pooled hyper connection,
+//! `SendMessageBatch` spoken directly: SQS's JSON protocol through the process's HTTP connector,
 //! signed with `aws-sigv4`, using the SDK's own credential chain and endpoint rules.
 //!
 //! Why not the SDK here: the worker makes one `SendMessageBatch` per 10 rows, and the SDK's
@@ -13,6 +13,8 @@ use std::io::Write as _;
 use aws_sdk_sqs::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 
 use super::{EntryFailure, OutMessage, entry_failure};
+use aws_smithy_runtime_api::client::http::SharedHttpConnector;
+
 use crate::direct::{EndpointInputs, JsonClient, SetupError};
 use crate::json;
 use crate::retry::{CallError, Class};
@@ -28,7 +30,10 @@ pub struct DirectSqs {
 impl DirectSqs {
     /// Builds the client from the same configuration the SDK clients use: region, credentials
     /// chain, `AWS_ENDPOINT_URL(_SQS)`, FIPS and dual-stack settings.
-    pub async fn new(sdk: &aws_types::SdkConfig) -> Result<Self, SetupError> {
+    pub async fn new(
+        sdk: &aws_types::SdkConfig,
+        http: SharedHttpConnector,
+    ) -> Result<Self, SetupError> {
         let inputs = EndpointInputs::from_sdk(sdk, "SQS")?;
         let endpoint = async {
             let params = Params::builder()
@@ -45,7 +50,7 @@ impl DirectSqs {
         };
         let endpoint = endpoint.await;
         Ok(Self {
-            client: JsonClient::new(sdk, "sqs", inputs.region, endpoint)?,
+            client: JsonClient::new(sdk, http, "sqs", inputs.region, endpoint)?,
         })
     }
 
@@ -211,9 +216,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_endpoint_follows_the_sdks_rules() {
-        let got =
-            endpoints(|sdk| async move { DirectSqs::new(&sdk).await.expect("set up").client })
-                .await;
+        let got = endpoints(|sdk| async move {
+            DirectSqs::new(&sdk, crate::http_connector())
+                .await
+                .expect("set up")
+                .client
+        })
+        .await;
         assert_eq!(
             got,
             [

@@ -253,3 +253,64 @@ pub fn total(workers: &[&WorkerProcess], metric: &str) -> f64 {
         })
         .sum()
 }
+
+/// An HTTP proxy, pproxy (PyPI), installed by `scripts/emulator.sh install pproxy` (`make test`
+/// does), that relays every request to the emulator whatever host it names, so a worker can be
+/// given an endpoint host only the proxy can reach. It logs one line per connection,
+/// `http <client> -> tunnel <emulator> -> <host named>`. Stopped when dropped.
+pub struct HttpProxy {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl HttpProxy {
+    pub async fn start(log_dir: &Path) -> Self {
+        let emulator = endpoint();
+        let emulator = emulator.trim_start_matches("http://").trim_end_matches('/');
+        let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/pproxy/bin/pproxy");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `scripts/emulator.sh install pproxy` (`make test` does)",
+            binary.display()
+        );
+        let port = devkit::free_port();
+        let log = log_dir.join(format!("pproxy-{port}.log"));
+        let file = std::fs::File::create(&log).expect("proxy log");
+        let child = std::process::Command::new(binary)
+            .args(["-l", &format!("http://127.0.0.1:{port}")])
+            .args(["-r", &format!("tunnel://{emulator}"), "-v"])
+            .stdout(file.try_clone().expect("proxy log"))
+            .stderr(file)
+            .spawn()
+            .expect("start pproxy");
+        let proxy = HttpProxy { child, port, log };
+        wait_for(
+            "pproxy to accept connections",
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )
+        .await;
+        proxy
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The hosts the connections relayed so far asked for, one per connection.
+    pub fn destinations(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit_once(" -> ").map(|(_, to)| to.trim().to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for HttpProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
