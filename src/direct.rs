@@ -10,6 +10,7 @@
 //! call stays on the SDK, and `output.client` / `scan.client = "sdk"` put these back on it too.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -54,6 +55,10 @@ pub struct JsonClient {
     signing_keys: std::sync::Mutex<Option<(String, String, Vec<u8>)>>,
     attempt_timeout: Duration,
     user_agent: HeaderValue,
+    /// Milliseconds added to the local clock when signing: non-zero once an answer showed the
+    /// local clock off by minutes (see [`clock_correction`]). The SDK clients correct their
+    /// own signing the same way.
+    clock_correction_ms: AtomicI64,
 }
 
 impl fmt::Debug for JsonClient {
@@ -164,6 +169,7 @@ impl JsonClient {
             cached: Mutex::new(None),
             attempt_timeout: crate::ATTEMPT_TIMEOUT,
             user_agent: HeaderValue::from_static(concat!("scanfleet/", env!("CARGO_PKG_VERSION"))),
+            clock_correction_ms: AtomicI64::new(0),
         })
     }
 
@@ -177,12 +183,14 @@ impl JsonClient {
     /// its status and `__type` code, and so is a call that got no answer.
     pub async fn call(&self, target: &'static str, body: Vec<u8>) -> Result<Bytes, CallError> {
         let credentials = self.credentials().await?;
-        let request = self.signed_request(target, body, &credentials, SystemTime::now())?;
+        let signed_at = self.signing_time();
+        let request = self.signed_request(target, body, &credentials, signed_at)?;
         let exchange = async {
             let response = self.http.call(HttpRequest::try_from(request)?).await?;
             let status = response.status().as_u16();
+            let date = response.headers().get("date").map(str::to_owned);
             let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, date, body))
         };
         match tokio::time::timeout(self.attempt_timeout, exchange).await {
             Err(_) => Err(CallError {
@@ -193,9 +201,35 @@ impl JsonClient {
                 class: class_of(None, None),
                 message: crate::error_chain(&*e),
             }),
-            Ok(Ok((200, body))) => Ok(body),
-            Ok(Ok((status, body))) => Err(fault(status, &body)),
+            Ok(Ok((200, _, body))) => Ok(body),
+            Ok(Ok((status, date, body))) => {
+                let Fault { code, mut error } = fault(status, &body);
+                let now = SystemTime::now();
+                if let Some(ms) = clock_correction(code.as_deref(), date.as_deref(), signed_at, now)
+                {
+                    // Refused for the clock alone: the next attempt signs with the server's time.
+                    self.clock_correction_ms.store(ms, Ordering::Relaxed);
+                    error.class = Class::Transient;
+                    let (by, way) = (
+                        (ms.unsigned_abs() + 500) / 1000,
+                        if ms > 0 { "behind" } else { "ahead of" },
+                    );
+                    error.message = format!(
+                        "{} (the local clock is {by} s {way} the service's; signing corrected)",
+                        error.message
+                    );
+                }
+                Err(error)
+            }
         }
+    }
+
+    /// The time to sign a request at: the local clock, corrected if the service found it off.
+    fn signing_time(&self) -> SystemTime {
+        let ms = self.clock_correction_ms.load(Ordering::Relaxed);
+        let d = Duration::from_millis(ms.unsigned_abs());
+        let now = SystemTime::now();
+        if ms >= 0 { now + d } else { now - d }
     }
 
     fn signed_request(
@@ -394,34 +428,79 @@ impl JsonClient {
     }
 }
 
+/// An error answer: its error code, and the error classified by status and code.
+pub struct Fault {
+    pub code: Option<String>,
+    pub error: CallError,
+}
+
 /// An error answer (any status but 200), classified by its status and error code.
-pub fn fault(status: u16, body: &[u8]) -> CallError {
+pub fn fault(status: u16, body: &[u8]) -> Fault {
     #[derive(serde::Deserialize)]
-    struct Fault {
+    struct Answer {
         #[serde(rename = "__type", default)]
         kind: Option<String>,
         #[serde(alias = "Message", default)]
         message: Option<String>,
     }
-    let fault: Fault = serde_json::from_slice(body).unwrap_or(Fault {
+    let answer: Answer = serde_json::from_slice(body).unwrap_or(Answer {
         kind: None,
         message: None,
     });
     // `__type` is "namespace#Code", sometimes followed by ":detail".
-    let code = fault.kind.as_deref().map(|t| {
+    let code = answer.kind.as_deref().map(|t| {
         let code = t.rsplit('#').next().unwrap_or(t);
         code.split(':').next().unwrap_or(code)
     });
-    let message = fault
+    let message = answer
         .message
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    CallError {
-        class: class_of(Some(status), code),
-        message: format!(
-            "{} (HTTP {status}): {message}",
-            code.unwrap_or("unknown error")
-        ),
+    Fault {
+        code: code.map(str::to_owned),
+        error: CallError {
+            class: class_of(Some(status), code),
+            message: format!(
+                "{} (HTTP {status}): {message}",
+                code.unwrap_or("unknown error")
+            ),
+        },
     }
+}
+
+/// Error codes an answer may give when the request's signing time is too far from the server's
+/// clock (the AWS SDK's own list, `aws-runtime`'s `service_clock_skew`).
+const CLOCK_SKEW_CODES: &[&str] = &[
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "RequestTimeTooSkewed",
+    "AccessDeniedException",
+];
+/// How far the server's clock must be from the signing time to count as skew (the SDK's
+/// threshold; AWS refuses signatures more than 5 minutes off).
+const SKEW_THRESHOLD: Duration = Duration::from_secs(4 * 60);
+
+/// The clock correction to sign with from now on, in milliseconds to add to the local clock,
+/// when an error answer shows that the signing time was off: its code is a signature-time
+/// error and its `Date` header is more than [`SKEW_THRESHOLD`] from `signed_at`. The correction
+/// is the server's time minus the local clock's at `answered_at`; `None` when the answer says
+/// nothing about the clock.
+fn clock_correction(
+    code: Option<&str>,
+    date: Option<&str>,
+    signed_at: SystemTime,
+    answered_at: SystemTime,
+) -> Option<i64> {
+    use aws_smithy_types::DateTime;
+    use aws_smithy_types::date_time::Format;
+    code.filter(|c| CLOCK_SKEW_CODES.contains(c))?;
+    let server = SystemTime::try_from(DateTime::from_str(date?, Format::HttpDate).ok()?).ok()?;
+    let off = |a: SystemTime, b: SystemTime| match a.duration_since(b) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    };
+    (off(server, signed_at).unsigned_abs() > SKEW_THRESHOLD.as_millis() as u64)
+        .then(|| off(server, answered_at))
 }
 
 #[cfg(test)]
@@ -594,23 +673,147 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("no AWS region"), "{e}");
     }
 
+    /// `t` as an HTTP `Date` header.
+    fn http_date(t: SystemTime) -> String {
+        aws_smithy_types::DateTime::from(t)
+            .fmt(aws_smithy_types::date_time::Format::HttpDate)
+            .unwrap()
+    }
+
+    #[test]
+    fn only_a_signature_time_error_minutes_off_corrects_the_clock() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (minute, ten) = (Duration::from_secs(60), Duration::from_secs(600));
+        let correction = |code: &str, date: Option<String>, signed_at, answered_at| {
+            clock_correction(Some(code), date.as_deref(), signed_at, answered_at)
+        };
+        let refused = "InvalidSignatureException";
+        // The service's clock 10 min ahead of ours, or behind; measured at the answer.
+        let later = at + Duration::from_secs(1);
+        assert_eq!(
+            correction(refused, Some(http_date(at + ten)), at, later),
+            Some(599_000)
+        );
+        let skewed = "SignatureDoesNotMatch";
+        assert_eq!(
+            correction(skewed, Some(http_date(at - ten)), at, at),
+            Some(-600_000)
+        );
+        // Within the threshold, another error, or no readable date: nothing to correct.
+        assert_eq!(
+            correction(refused, Some(http_date(at + minute)), at, at),
+            None
+        );
+        assert_eq!(
+            correction("QueueDoesNotExist", Some(http_date(at + ten)), at, at),
+            None
+        );
+        assert_eq!(correction(refused, None, at, at), None);
+        assert_eq!(correction(refused, Some("yesterday".into()), at, at), None);
+        // A correction that has become wrong (the local clock was set right since) is undone.
+        assert_eq!(
+            correction(refused, Some(http_date(at)), at + ten, at),
+            Some(0)
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_clock_refusal_the_next_request_is_signed_at_the_services_time() {
+        use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+        // The local clock is an hour behind the service's.
+        let service_time = SystemTime::now() + Duration::from_secs(3600);
+        let answer = |status: u16, body: &'static str| {
+            http::Response::builder()
+                .status(status)
+                .header("date", http_date(service_time))
+                .body(SdkBody::from(body))
+                .unwrap()
+        };
+        let any_request = || {
+            http::Request::builder()
+                .uri("https://sqs.eu-west-1.amazonaws.com/")
+                .body(SdkBody::empty())
+                .unwrap()
+        };
+        let refusal = r#"{"__type":"com.amazon.coral.service#InvalidSignatureException","message":"Signature expired"}"#;
+        let replay = StaticReplayClient::new(vec![
+            ReplayEvent::new(any_request(), answer(400, refusal)),
+            ReplayEvent::new(any_request(), answer(200, "{}")),
+        ]);
+        let credentials = Credentials::new("AKID", "secret", None, None, "t");
+        let sdk = sdk_config(|b| b, credentials);
+        let endpoint = Endpoint::builder()
+            .url("https://sqs.eu-west-1.amazonaws.com")
+            .build();
+        let http = SharedHttpConnector::new(replay.clone());
+        let client = JsonClient::new(&sdk, http, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+
+        let target = "AmazonSQS.SendMessageBatch";
+        let refused = client.call(target, b"{}".to_vec()).await.unwrap_err();
+        assert_eq!(refused.class, Class::Transient, "{}", refused.message);
+        assert!(
+            refused.message.contains("s behind the service's"),
+            "{}",
+            refused.message
+        );
+        client.call(target, b"{}".to_vec()).await.expect("accepted");
+
+        // X-Amz-Date "20261130T104500Z" as a time.
+        let signed: Vec<SystemTime> = replay
+            .actual_requests()
+            .map(|r| {
+                let d = r.headers().get("x-amz-date").expect("signed");
+                let iso = format!(
+                    "{}-{}-{}T{}:{}:{}Z",
+                    &d[0..4],
+                    &d[4..6],
+                    &d[6..8],
+                    &d[9..11],
+                    &d[11..13],
+                    &d[13..15]
+                );
+                let t = aws_smithy_types::DateTime::from_str(
+                    &iso,
+                    aws_smithy_types::date_time::Format::DateTime,
+                )
+                .unwrap();
+                SystemTime::try_from(t).unwrap()
+            })
+            .collect();
+        let near = |a: SystemTime, b: SystemTime| {
+            a.duration_since(b)
+                .or_else(|e| Ok::<_, ()>(e.duration()))
+                .unwrap()
+                < Duration::from_secs(60)
+        };
+        assert_eq!(signed.len(), 2);
+        assert!(
+            near(signed[0], SystemTime::now()),
+            "first at the local clock"
+        );
+        assert!(
+            near(signed[1], service_time),
+            "second at the service's clock"
+        );
+    }
+
     #[test]
     fn error_answers_are_classified_by_code_and_status() {
         let throttled =
             br#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"Rate exceeded"}"#;
-        let e = fault(400, throttled);
+        let e = fault(400, throttled).error;
         assert_eq!(e.class, Class::Transient);
         assert_eq!(e.message, "RequestThrottled (HTTP 400): Rate exceeded");
 
         let throttled = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}"#;
-        assert_eq!(fault(400, throttled).class, Class::Transient);
+        assert_eq!(fault(400, throttled).error.class, Class::Transient);
 
         let missing = br#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","Message":"no queue"}"#;
-        let e = fault(400, missing);
+        let e = fault(400, missing).error;
         assert_eq!(e.class, Class::Permanent);
         assert_eq!(e.message, "QueueDoesNotExist (HTTP 400): no queue");
 
-        let e = fault(503, b"Service Unavailable");
+        let e = fault(503, b"Service Unavailable").error;
         assert_eq!(e.class, Class::Transient);
         assert_eq!(e.message, "unknown error (HTTP 503): Service Unavailable");
     }
