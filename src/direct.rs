@@ -188,7 +188,10 @@ impl JsonClient {
         let exchange = async {
             let response = self.http.call(HttpRequest::try_from(request)?).await?;
             let status = response.status().as_u16();
-            let date = response.headers().get("date").map(str::to_owned);
+            // Only an error answer's clock is looked at (see `clock_correction`).
+            let date = (status != 200)
+                .then(|| response.headers().get("date").map(str::to_owned))
+                .flatten();
             let body = response.into_body().collect().await?.to_bytes();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, date, body))
         };
