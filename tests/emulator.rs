@@ -303,7 +303,7 @@ async fn the_direct_and_sdk_clients_send_identical_messages() {
 /// endpoint's host here (`*.invalid`, which never resolves) is reachable only through the
 /// proxy, so the job completing shows that every call went through it: the SDK's (control
 /// queue) and the direct clients' (`Scan`, `SendMessageBatch`). `NO_PROXY` exempts a host, as
-/// with the AWS CLI.
+/// with the AWS CLI, and `HTTPS_PROXY` is the one used for an https endpoint.
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_go_through_the_http_proxy_the_environment_names() {
     let rows = scaled(60, 30);
@@ -364,6 +364,27 @@ async fn calls_go_through_the_http_proxy_the_environment_names() {
         }
         relayed = destinations.len();
     }
+    // AWS's own endpoints are https: `HTTPS_PROXY` names the proxy for them, which gets a
+    // CONNECT for the endpoint's host. (The emulator speaks no TLS, so the worker's calls fail
+    // past that point; only the route is checked here.)
+    let https = f.worker(&[
+        ("AWS_ENDPOINT_URL", format!("https://{hidden}").as_str()),
+        ("HTTPS_PROXY", proxy.url().as_str()),
+        ("HTTP_PROXY", ""),
+        ("NO_PROXY", ""),
+    ]);
+    wait_for(
+        "a CONNECT for the https endpoint",
+        Duration::from_secs(60),
+        || proxy.destinations().len() > relayed,
+    )
+    .await;
+    drop(https);
+    let destinations = proxy.destinations();
+    assert!(
+        destinations[relayed..].iter().all(|d| *d == hidden),
+        "{destinations:?}"
+    );
     f.cleanup().await;
 }
 
