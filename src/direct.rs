@@ -37,7 +37,7 @@ const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// Signed JSON calls to one service endpoint.
 pub struct JsonClient {
-    /// The process's connector (`crate::http_connector`): its pool, TLS and proxy settings.
+    /// The process's connector (`crate::transport::Transport::calls`): its pool, TLS and proxy settings.
     http: SharedHttpConnector,
     endpoint: http::Uri,
     /// `endpoint` as text, as the signer takes it (formatted once, not per request).
@@ -532,7 +532,7 @@ pub(crate) mod tests {
         let endpoint = Endpoint::builder().url(url.to_owned()).build();
         JsonClient::new(
             &sdk,
-            crate::http_connector(),
+            crate::transport::Transport::new().calls(),
             service,
             "eu-west-1".into(),
             Ok(endpoint),

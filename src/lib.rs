@@ -22,11 +22,8 @@ pub mod settings;
 pub mod sqs;
 pub mod task;
 pub mod telemetry;
+pub mod transport;
 pub mod worker;
-
-use aws_smithy_runtime_api::client::http::{
-    HttpConnectorSettings, SharedHttpConnector, http_client_fn,
-};
 
 /// An error and its sources on one line, as `a: b: c`.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
@@ -49,41 +46,16 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// that a hung connection is a failure the caller retries, not a reason to wait forever.
 pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The HTTP connector of a process's AWS calls: the SDK's own hyper and rustls connector
-/// (the system's root certificates), plus what the SDK's default leaves out: the proxy
-/// settings `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (or their lower-case
-/// forms), which the AWS CLI and boto3 honour and users of them expect. A worker builds one and
-/// hands it to its SDK clients and its direct clients alike, so every call shares one
-/// connection pool and one proxy decision.
-pub fn http_connector() -> SharedHttpConnector {
-    use aws_smithy_http_client::{Connector, proxy::ProxyConfig, tls};
-    let settings = HttpConnectorSettings::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build();
-    let connector = Connector::builder()
-        .connector_settings(settings)
-        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
-        .proxy_config(ProxyConfig::from_env())
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .build();
-    SharedHttpConnector::new(connector)
-}
-
 /// Loads the AWS configuration the standard way: credential chain, region, and
-/// `AWS_ENDPOINT_URL` for a local endpoint. Nothing is hard-coded. Calls go through a
-/// connector of their own (see [`http_connector`]).
+/// `AWS_ENDPOINT_URL` for a local endpoint. Nothing is hard-coded. Calls go through connectors
+/// of their own (see [`transport`]).
 pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config_on(http_connector()).await
+    aws_config_on(&transport::Transport::new()).await
 }
 
-/// [`aws_config`] with its calls on `http`, a connector the caller also uses for direct calls.
-pub async fn aws_config_on(http: SharedHttpConnector) -> aws_config::SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .build();
+/// [`aws_config`] with its calls on `transport`, whose connector the caller also uses for
+/// direct calls.
+pub async fn aws_config_on(transport: &transport::Transport) -> aws_config::SdkConfig {
     // Stalled-stream protection watches request bodies as they are written; ours are at most
     // 1 MiB and already in memory, so the attempt timeout covers a stall, and the watcher cost
     // about 3% of the worker's CPU (one poll per body chunk of every SendMessageBatch).
@@ -92,12 +64,17 @@ pub async fn aws_config_on(http: SharedHttpConnector) -> aws_config::SdkConfig {
         .upload_enabled(false)
         .build();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
+        .timeout_config(timeouts())
         .stalled_stream_protection(stalled)
-        // The SDK asks for a connector per call attempt, with that call's timeout settings;
-        // the one connector already has the connect timeout, the only one set here (the attempt
-        // timeout is the SDK's own), and is returned every time so its pool is reused.
-        .http_client(http_client_fn(move |_settings, _components| http.clone()))
+        .http_client(transport.http_client())
         .load()
         .await
+}
+
+/// The timeouts of every AWS call.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build()
 }

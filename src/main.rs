@@ -378,8 +378,8 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
         })?;
     let metrics = telemetry::install_metrics();
     // One connector for the SDK clients and the direct ones: one pool, one proxy decision.
-    let http = scanfleet::http_connector();
-    let aws = scanfleet::aws_config_on(http.clone()).await;
+    let transport = scanfleet::transport::Transport::new();
+    let aws = scanfleet::aws_config_on(&transport).await;
     let sqs_client = aws_sdk_sqs::Client::new(&aws);
     let output_url = &settings.output.queue_url;
     let max_message_bytes = match sqs::max_message_size(&sqs_client, output_url).await {
@@ -394,7 +394,7 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
     let oversize = &settings.output.oversize_queue_url;
     let publisher = match settings.output.client {
         ClientKind::Direct => Publisher::Direct(Arc::new(
-            DirectSqs::new(&aws, http.clone())
+            DirectSqs::new(&aws, transport.calls())
                 .await
                 .map_err(|e| anyhow::anyhow!("output.client = \"direct\": {e}"))?,
         )),
@@ -403,7 +403,7 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let scanner = match settings.scan.client {
         ClientKind::Direct => Scanner::Direct(Arc::new(
-            DirectScan::new(&aws, http.clone())
+            DirectScan::new(&aws, transport.calls())
                 .await
                 .map_err(|e| anyhow::anyhow!("scan.client = \"direct\": {e}"))?,
         )),

@@ -420,7 +420,7 @@ mod tests {
     #[tokio::test]
     async fn the_endpoint_follows_the_sdks_rules() {
         let got = endpoints(|sdk| async move {
-            DirectScan::new(&sdk, crate::http_connector())
+            DirectScan::new(&sdk, crate::transport::Transport::new().calls())
                 .await
                 .expect("set up")
                 .client

@@ -217,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn the_endpoint_follows_the_sdks_rules() {
         let got = endpoints(|sdk| async move {
-            DirectSqs::new(&sdk, crate::http_connector())
+            DirectSqs::new(&sdk, crate::transport::Transport::new().calls())
                 .await
                 .expect("set up")
                 .client
