@@ -212,6 +212,7 @@ impl JsonClient {
                 {
                     // Refused for the clock alone: the next attempt signs with the server's time.
                     self.clock_correction_ms.store(ms, Ordering::Relaxed);
+                    crate::telemetry::clock_corrected(self.signing_name, ms);
                     error.class = Class::Transient;
                     let (by, way) = (
                         (ms.unsigned_abs() + 500) / 1000,

@@ -27,6 +27,7 @@ pub mod names {
     pub const SCAN_PAGES: &str = "scanfleet_scan_pages_total";
     pub const PUBLISH_RETRIES: &str = "scanfleet_publish_retries_total";
     pub const SCAN_RETRIES: &str = "scanfleet_scan_retries_total";
+    pub const CLOCK_CORRECTIONS: &str = "scanfleet_clock_corrections_total";
     pub const RECEIVE_ERRORS: &str = "scanfleet_receive_errors_total";
     pub const HEARTBEATS: &str = "scanfleet_heartbeats_total";
     pub const HEARTBEAT_ERRORS: &str = "scanfleet_heartbeat_errors_total";
@@ -87,6 +88,10 @@ pub fn install_metrics() -> PrometheusHandle {
     describe_counter!(
         SCAN_RETRIES,
         "Scan retries of the direct client (throttling or transient errors); the SDK client retries inside the SDK, uncounted."
+    );
+    describe_counter!(
+        CLOCK_CORRECTIONS,
+        "Signing-clock corrections of the direct clients, by service: the service refused a request's time and its clock was minutes off the local one."
     );
     describe_counter!(
         RECEIVE_ERRORS,
@@ -254,6 +259,17 @@ pub fn publish_retry(failed_entries: usize, reason: &str) {
 pub fn scan_retry(reason: &str) {
     counter!(names::SCAN_RETRIES).increment(1);
     warn!(reason, "retrying Scan");
+}
+
+/// A direct client found the local clock `offset_ms` behind the service's (ahead if negative)
+/// and signs with the service's time from now on.
+pub fn clock_corrected(service: &'static str, offset_ms: i64) {
+    counter!(names::CLOCK_CORRECTIONS, "service" => service).increment(1);
+    warn!(
+        service,
+        local_clock_behind_seconds = offset_ms as f64 / 1000.0,
+        "the service refused a request's time: the local clock is off; signing with the service's time"
+    );
 }
 
 pub fn receive_failed(err: &dyn std::error::Error, retry_in: Duration) {
