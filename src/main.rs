@@ -377,7 +377,8 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
             )
         })?;
     let metrics = telemetry::install_metrics();
-    // One connector for the SDK clients and the direct ones: one pool, one proxy decision.
+    // The SDK's service calls and the direct clients share the transport's connector: one
+    // pool, one proxy decision.
     let transport = scanfleet::transport::Transport::new();
     let aws = scanfleet::aws_config_on(&transport).await;
     let sqs_client = aws_sdk_sqs::Client::new(&aws);

@@ -14,11 +14,10 @@ use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoin
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::scan::{ScanError as SdkScanError, ScanOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
-
-use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 
 use crate::direct::{EndpointInputs, JsonClient, SetupError};
 use crate::item::{self, DynamoItem, Item, Row, RowWriter};

@@ -11,10 +11,9 @@
 use std::io::Write as _;
 
 use aws_sdk_sqs::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
-
-use super::{EntryFailure, OutMessage, entry_failure};
 use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 
+use super::{EntryFailure, OutMessage, entry_failure};
 use crate::direct::{EndpointInputs, JsonClient, SetupError};
 use crate::json;
 use crate::retry::{CallError, Class};
