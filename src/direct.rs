@@ -6,7 +6,7 @@
 //! (interceptors, layered config, endpoint rules evaluated per call, typed request and response
 //! shapes built and copied field by field) cost more CPU than the rest of the worker together
 //! (see docs/BENCHMARKS.md). This client only signs and sends a body its caller wrote and hands
-//! back the answer; `sqs::direct` and `dynamodb` write and read the two calls' JSON. Every other
+//! back the answer; `sqs::direct` and `scan` write and read the two calls' JSON. Every other
 //! call stays on the SDK, and `output.client` / `scan.client = "sdk"` put these back on it too.
 
 use std::fmt;
