@@ -70,8 +70,9 @@ impl Transport {
         http_client_fn(move |settings, _components| transport.connector(settings))
     }
 
-    /// How many connectors have been built.
-    pub fn connectors(&self) -> usize {
+    /// How many connectors have been built (the tests' view of the cache).
+    #[cfg(test)]
+    fn connectors(&self) -> usize {
         self.connectors.lock().expect("not poisoned").len()
     }
 }
