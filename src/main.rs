@@ -158,15 +158,19 @@ fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
     }
 }
 
-/// One runtime thread unless `TOKIO_WORKER_THREADS` says otherwise. A worker spends most of its
-/// time waiting on round trips, and one thread serves tens of thousands of rows a second; a
-/// second thread only added cross-thread wakeups (14% more CPU per row in the benchmark).
-/// More throughput comes from more worker processes.
+/// Tokio's current-thread runtime unless `TOKIO_WORKER_THREADS` asks for worker threads. A worker
+/// spends most of its time waiting on round trips, and one thread serves tens of thousands of
+/// rows a second. A second thread added cross-thread wakeups (14% more CPU per row in the
+/// benchmark); a multi-thread runtime with one worker thread still cost about 7% more than this
+/// one (its scheduler's shared queues, and a main thread apart from the worker thread). More
+/// throughput comes from more worker processes.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(1);
-    }
+    let mut builder = if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        // The multi-thread runtime reads the thread count from the variable itself.
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
     builder.enable_all().build()
 }
 
