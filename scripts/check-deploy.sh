@@ -424,8 +424,10 @@ def refs(rendered, default_toml):
         return int(v) if v else int((defaults or {}).get(section, {}).get(name, 20))
     drain, wait = setting("worker", "drain_timeout_seconds"), setting("control", "wait_time_seconds")
     grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
-    if grace <= drain + wait:
-        err(f"terminationGracePeriodSeconds {grace} must exceed drain timeout {drain} s + long poll {wait} s")
+    # The drain counts from SIGTERM and the long poll in progress runs alongside it; 5 s more
+    # for handing tasks back and exiting.
+    if grace < max(drain, wait) + 5:
+        err(f"terminationGracePeriodSeconds {grace} must be at least 5 s above the larger of drain timeout {drain} s and long poll {wait} s")
 
     for so in find(docs, "ScaledObject"):
         if so["spec"]["scaleTargetRef"]["name"] != dep["metadata"]["name"] or so["spec"]["scaleTargetRef"].get("kind", "Deployment") != "Deployment":
@@ -442,7 +444,7 @@ def refs(rendered, default_toml):
             conc = setting("worker", "concurrency") if defaults else 4
             if md.get("queueLength") != str(conc):
                 print(f"note: queueLength {md.get('queueLength')} differs from worker.concurrency {conc}")
-    done(f"references consistent; terminationGracePeriodSeconds {grace} > drain {drain} s + long poll {wait} s")
+    done(f"references consistent; terminationGracePeriodSeconds {grace} >= max(drain {drain} s, long poll {wait} s) + 5 s")
 
 def rules_embedded(rendered, rules_file):
     docs = load(rendered)

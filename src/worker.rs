@@ -80,6 +80,22 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(settings.worker.concurrency as usize));
     let tracker = TaskTracker::new();
     let mut backoff = retry::receive_backoff();
+    // The drain timeout counts from the signal, not from the end of the long poll that may be
+    // in progress: tasks start checkpointing at once, so the poll (at most wait_time_seconds)
+    // runs inside the drain rather than before it, and a worker exits within
+    // max(wait_time_seconds, drain_timeout_seconds), under Kubernetes' 30 s grace period with
+    // the defaults.
+    // Not ready from the signal on, too: the long poll in progress is no reason to look ready.
+    let deadline = tokio::spawn({
+        let (shutdown, hard_stop, health) =
+            (shutdown.clone(), shared.hard_stop.clone(), health.clone());
+        async move {
+            shutdown.cancelled().await;
+            health.ready.store(false, Ordering::Relaxed);
+            tokio::time::sleep(drain).await;
+            hard_stop.cancel();
+        }
+    });
 
     loop {
         // A free slot first: a worker never receives more tasks than it can run, so no task
@@ -135,17 +151,14 @@ pub async fn run(
         }
     }
 
-    health.ready.store(false, Ordering::Relaxed);
     tracker.close();
     info!(
         tasks = tracker.len(),
         drain_seconds = drain.as_secs(),
         "shutting down: checkpointing in-flight tasks"
     );
-    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        shared.hard_stop.cancel();
-        tracker.wait().await;
-    }
+    tracker.wait().await;
+    deadline.abort();
     info!("all tasks ended");
 }
 

@@ -155,6 +155,73 @@ async fn sigterm_checkpoints_mid_segment_and_exits_zero_in_time() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_drain_deadline_counts_from_sigterm_and_hands_back_what_cannot_checkpoint() {
+    // One page holds the whole segment and goes out one batch at a time, each 500 ms away: about
+    // 10 s of publishing, longer than the 5 s drain, so the task must be handed back whole at the
+    // deadline. The worker's second slot is in an 8 s long poll when the signal comes, which it
+    // lets finish; the deadline runs alongside that poll, not after it.
+    let rows = 200;
+    let latency = Duration::from_millis(500);
+    let (wait, drain) = (8, 5);
+    let f = Fixture::new(rows, 5).await;
+    let proxy = f.proxy(latency).await;
+    let mut first = f.worker_via(
+        &proxy,
+        &[
+            (
+                "SCANFLEET__WORKER__DRAIN_TIMEOUT_SECONDS",
+                &drain.to_string(),
+            ),
+            ("SCANFLEET__CONTROL__WAIT_TIME_SECONDS", &wait.to_string()),
+            ("SCANFLEET__WORKER__CONCURRENCY", "2"),
+            ("SCANFLEET__OUTPUT__MAX_IN_FLIGHT_BATCHES", "1"),
+        ],
+    );
+    f.send_task(&format!(
+        r#"{{"current_segment": 0, "total_segments": 1, "limit_of_rows": {rows}}}"#
+    ))
+    .await;
+    let start = Instant::now();
+    while first
+        .metric("scanfleet_rows_published_total", "")
+        .unwrap_or(0.0)
+        < 10.0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker never started publishing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signalled = Instant::now();
+    first.terminate();
+    // The poll in progress (8 s, plus its 500 ms through the proxy) and the drain (5 s, plus
+    // handing the task back) overlap; counted one after the other they would take 13.5 s or more.
+    let bound = Duration::from_secs(wait + 2);
+    let status = wait_exit(&mut first, bound).await.unwrap_or_else(|| {
+        panic!(
+            "the worker did not exit within {bound:?} of SIGTERM:\n{}",
+            first.log_text()
+        )
+    });
+    eprintln!("SIGTERM to exit: {:?}", signalled.elapsed());
+    assert!(status.success(), "exit status {status:?}");
+    let log = first.log_text();
+    assert!(log.contains("handed back unfinished"), "{log}");
+
+    // Handed back at visibility 0, the task goes to the next worker at once, and nothing is lost.
+    let _second = f.worker(&[]);
+    let received = f.drain_keys(&[], rows as usize).await;
+    let (keys, _) = tally(&received);
+    assert_eq!(
+        keys,
+        f.expected_keys(),
+        "rows were lost across the hand-back"
+    );
+    f.finish_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_ten_second_outage_mid_job_loses_nothing() {
     let rows = scaled(6_000, 400);
     let f = Fixture::new(rows, 20).await;
