@@ -109,12 +109,31 @@ pub struct ScanSettings {
     /// Table for tasks that name none.
     pub default_table: String,
     /// Tables a task may name; empty means only `default_table`.
+    #[serde(deserialize_with = "table_list")]
     pub allowed_tables: Vec<String>,
     /// Read capacity units per second this worker process may consume, shared by all its
     /// tasks; 0 means unlimited. A job's own budget (in its tasks) applies as well.
     pub read_units_per_second: f64,
     /// What reads the pages: `direct` or `sdk`.
     pub client: ClientKind,
+}
+
+/// `scan.allowed_tables`: a list in a file, comma-separated text in the environment (empty
+/// text: no tables). Environment values are read as text, never as numbers or booleans, so a
+/// table named `001` or `1e5` stays itself.
+fn table_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Tables {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Tables::deserialize(d)? {
+        Tables::List(tables) => tables,
+        Tables::Text(text) if text.trim().is_empty() => Vec::new(),
+        // An empty name between commas is kept, for the validation to name.
+        Tables::Text(text) => text.split(',').map(|t| t.trim().to_owned()).collect(),
+    })
 }
 
 impl ScanSettings {
@@ -191,12 +210,20 @@ impl Settings {
             Environment::with_prefix("SCANFLEET")
                 .prefix_separator("__")
                 .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("scan.allowed_tables")
-                .try_parsing(true)
                 .source(Some(env)),
         );
-        Ok(builder.build()?.try_deserialize()?)
+        let settings: Self = builder.build()?.try_deserialize()?;
+        // Every command logs, so a filter that does not parse stops every command.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.level) {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a log filter ({e}); e.g. \"info\" or \"scanfleet=debug,info\"",
+                    settings.log.level
+                ),
+            ));
+        }
+        Ok(settings)
     }
 
     /// Loads from the real process environment.
@@ -369,6 +396,45 @@ mod tests {
         assert_eq!(s.scan.allowed_tables, vec!["a", "b"]);
         assert_eq!(s.metrics.listen.to_string(), "0.0.0.0:9090");
         assert!(s.scan.allows("items") && s.scan.allows("b") && !s.scan.allows("c"));
+    }
+
+    #[test]
+    fn environment_values_are_text_until_their_key_types_them() {
+        let tables = |value: &str| {
+            let mut v = complete();
+            v.extend(vars(&[
+                ("SCANFLEET__SCAN__ALLOWED_TABLES", value),
+                ("SCANFLEET__SCAN__DEFAULT_TABLE", "007"),
+            ]));
+            let s = Settings::load_from(None, v).unwrap();
+            s.validate_for_worker().unwrap();
+            assert_eq!(s.scan.default_table, "007");
+            s.scan.allowed_tables
+        };
+        assert_eq!(tables("123"), vec!["123"]);
+        assert_eq!(tables("nan, 1e5,true"), vec!["nan", "1e5", "true"]);
+        assert_eq!(tables(""), Vec::<String>::new());
+        assert!(
+            error_for(&[("SCANFLEET__SCAN__ALLOWED_TABLES", "a,,b")])
+                .contains("scan.allowed_tables")
+        );
+    }
+
+    #[test]
+    fn a_log_level_that_is_no_filter_stops_start_up() {
+        let mut v = complete();
+        v.extend(vars(&[("SCANFLEET__LOG__LEVEL", "scanfleet=loud")]));
+        let e = Settings::load_from(None, v).unwrap_err().to_string();
+        assert!(
+            e.contains("log.level") && e.contains("scanfleet=loud"),
+            "{e}"
+        );
+        let mut v = complete();
+        v.extend(vars(&[("SCANFLEET__LOG__LEVEL", "scanfleet=debug,warn")]));
+        assert_eq!(
+            Settings::load_from(None, v).unwrap().log.level,
+            "scanfleet=debug,warn"
+        );
     }
 
     #[test]
