@@ -186,13 +186,13 @@ impl Ledger {
     fn segment_update(
         &self,
         job: &str,
-        task: &Task,
+        segment: u32,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(job))
-            .key(SK, s(segment_item(task.segment as u32)))
+            .key(SK, s(segment_item(segment)))
     }
 
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -289,7 +289,7 @@ impl Ledger {
         job: &str,
         worker: &str,
     ) -> Result<(), BoxError> {
-        let r = self.segment_update(job, task)
+        let r = self.segment_update(job, task.segment as u32)
             .update_expression(
                 "SET #st = :running, worker = :w, heartbeat_at = :now, chunks = if_not_exists(chunks, :zero)",
             )
@@ -308,7 +308,7 @@ impl Ledger {
     /// A sign of life while a chunk runs (with each visibility extension).
     pub async fn heartbeat(&self, task: &Task, job: &str, worker: &str) -> Result<(), BoxError> {
         let r = self
-            .segment_update(job, task)
+            .segment_update(job, task.segment as u32)
             .update_expression("SET heartbeat_at = :now")
             .condition_expression("#st = :running AND worker = :w")
             .expression_attribute_names("#st", "status")
@@ -336,7 +336,7 @@ impl Ledger {
             "heartbeat_at = :now",
         ];
         let mut update = self
-            .segment_update(job, task)
+            .segment_update(job, task.segment as u32)
             .condition_expression("attribute_not_exists(chunks) OR chunks = :chunk")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":chunk", n(task.chunk))
@@ -388,17 +388,18 @@ impl Ledger {
         }
     }
 
-    /// Records a failed attempt; `dead` when it was the task's last allowed receive.
+    /// A failed attempt at `segment` (the task's, or one a rejected message named); `dead`:
+    /// the queue moves the task to its dead-letter queue, so the segment is failed for good.
     pub async fn segment_failed(
         &self,
-        task: &Task,
+        segment: u32,
         job: &str,
         worker: &str,
         error: &str,
         dead: bool,
     ) -> Result<(), BoxError> {
         let error: String = error.chars().take(1000).collect();
-        let r = self.segment_update(job, task)
+        let r = self.segment_update(job, segment)
             .update_expression(
                 "SET last_error = :e, worker = :w, heartbeat_at = :now, #st = :status, chunks = if_not_exists(chunks, :zero) ADD failures :one",
             )

@@ -286,7 +286,12 @@ impl ControlQueue {
 
     /// Puts a task on the control queue (a continuation).
     pub async fn send(&self, task: &crate::task::TaskMessage) -> Result<(), SendMessageError> {
-        let body = serde_json::to_string(task).expect("task messages always serialize");
+        self.send_body(serde_json::to_string(task).expect("task messages always serialize"))
+            .await
+    }
+
+    /// Puts a message body on the control queue as it is (a task sent again).
+    pub async fn send_body(&self, body: impl Into<String>) -> Result<(), SendMessageError> {
         self.client
             .send_message()
             .queue_url(&self.url)

@@ -116,13 +116,22 @@ impl RejectReason {
 pub struct Rejection {
     pub reason: RejectReason,
     pub detail: String,
+    /// The job and segment the message names, when both are valid though the task is not (a
+    /// table not allowed, a bad expression…): the job ledger can then say why that segment
+    /// never ran, and `enqueue --wait` need not wait for it forever.
+    pub job_segment: Option<(String, u32)>,
 }
 
 fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
     Rejection {
         reason,
         detail: detail.into(),
+        job_segment: None,
     }
+}
+
+fn valid_job_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_JOB_ID_LEN && id.chars().all(|c| !c.is_control())
 }
 
 /// What a task may touch: the table policy from `scan.*`.
@@ -176,7 +185,15 @@ pub fn parse(body: &str, policy: &impl TablePolicy) -> Result<Task, Rejection> {
             format!("task has trailing data after the object: {e}"),
         )
     })?;
-    validate(msg, policy)
+    let job_segment = msg.job_id.clone().filter(|id| valid_job_id(id)).zip(
+        (msg.total_segments <= i64::from(MAX_TOTAL_SEGMENTS)
+            && (0..msg.total_segments).contains(&msg.current_segment))
+        .then_some(msg.current_segment as u32),
+    );
+    validate(msg, policy).map_err(|rejection| Rejection {
+        job_segment,
+        ..rejection
+    })
 }
 
 fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejection> {
@@ -219,13 +236,12 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
             ));
         }
     };
-    if let Some(id) = &msg.job_id {
-        let printable = id.chars().all(|c| !c.is_control());
-        if id.is_empty() || id.len() > MAX_JOB_ID_LEN || !printable {
-            return Err(out_of_range(format!(
-                "job_id must be 1..={MAX_JOB_ID_LEN} printable characters, got {id:?}"
-            )));
-        }
+    if let Some(id) = &msg.job_id
+        && !valid_job_id(id)
+    {
+        return Err(out_of_range(format!(
+            "job_id must be 1..={MAX_JOB_ID_LEN} printable characters, got {id:?}"
+        )));
     }
     let exclusive_start_key = match msg.exclusive_start_key {
         None => None,
@@ -313,6 +329,39 @@ mod tests {
             Ok(t) => panic!("accepted {body}: {t:?}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn a_rejection_names_the_job_segment_when_the_message_does_validly() {
+        let named = |body: &str| rejected(body).job_segment;
+        assert_eq!(
+            named(r#"{"current_segment":3,"total_segments":4,"table":"nope","job_id":"j"}"#),
+            Some(("j".into(), 3))
+        );
+        assert_eq!(
+            named(
+                r#"{"current_segment":0,"total_segments":1,"job_id":"j","filter_expression":"a = :x"}"#
+            ),
+            Some(("j".into(), 0))
+        );
+        // No job, a job id that is itself invalid, a segment out of range, or not a task at all.
+        assert_eq!(
+            named(r#"{"current_segment":0,"total_segments":1,"table":"nope"}"#),
+            None
+        );
+        assert_eq!(
+            named(r#"{"current_segment":0,"total_segments":1,"table":"nope","job_id":""}"#),
+            None
+        );
+        assert_eq!(
+            named(r#"{"current_segment":4,"total_segments":4,"job_id":"j"}"#),
+            None
+        );
+        assert_eq!(
+            named(r#"{"current_segment":0,"total_segments":1,"job_id":"j","x":1}"#),
+            None
+        );
+        assert_eq!(named("[]"), None);
     }
 
     #[test]

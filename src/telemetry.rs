@@ -310,9 +310,17 @@ pub fn task_checkpointed(message_id: &str, task: &Task, rows: u64, elapsed: Dura
     );
 }
 
-pub fn ledger_error(op: &'static str, task: &Task, err: &dyn std::error::Error) {
+pub fn ledger_error(op: &'static str, job: &str, segment: u32, err: &dyn std::error::Error) {
     counter!(names::LEDGER_ERRORS, "op" => op).increment(1);
-    warn!(op, table = %task.table, segment = task.segment, error = %crate::error_chain(err), "job ledger write failed");
+    warn!(op, job, segment, error = %crate::error_chain(err), "job ledger write failed");
+}
+
+pub fn task_sent_again(message_id: &str, receive_count: u32) {
+    info!(
+        message_id,
+        receive_count,
+        "handed back as a new message: on its last allowed receive, a release would have dead-lettered it"
+    );
 }
 
 pub fn duplicate_chunk(message_id: &str, task: &Task, ledger_chunks: u32, action: &'static str) {

@@ -46,6 +46,15 @@ struct Shared {
     hard_stop: CancellationToken,
 }
 
+impl Shared {
+    /// Whether a task on its `receive_count`-th receive goes to the dead-letter queue if it is
+    /// released now (SQS moves it when the count would exceed `maxReceiveCount`).
+    fn last_receive(&self, receive_count: u32) -> bool {
+        self.max_receive_count
+            .is_some_and(|max| receive_count >= max)
+    }
+}
+
 /// Runs until `shutdown` fires, then drains: each in-flight task finishes the page in hand,
 /// checkpoints (continuation + delete) and ends; whatever is still running after
 /// `worker.drain_timeout_seconds` is handed back (visibility 0). Returns once every task ended.
@@ -134,7 +143,10 @@ pub async fn run(
                         .pop()
                         .expect("received at most one message per permit");
                     if shutdown.is_cancelled() {
-                        hand_back(&shared.control, &message).await;
+                        let id = message.message_id().unwrap_or_default();
+                        let receipt = message.receipt_handle().unwrap_or_default();
+                        let body = message.body().unwrap_or_default();
+                        hand_back(&shared, id, receipt, body, sqs::receive_count(&message)).await;
                     } else {
                         tracker.spawn(run_task(shared.clone(), message, permit));
                     }
@@ -173,11 +185,25 @@ fn worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Makes a message visible again at once, for another worker.
-async fn hand_back(control: &ControlQueue, message: &Message) {
-    let id = message.message_id().unwrap_or_default();
-    let receipt = message.receipt_handle().unwrap_or_default();
-    release(control, id, receipt, Duration::ZERO).await;
+/// Makes a task available again at once, for another worker, at shutdown. Released on its last
+/// allowed receive, the task would go to the dead-letter queue at its next receive though nothing
+/// failed (workers stopping, as KEDA scales in, is no fault of the task's), so then it is sent
+/// again as a new message, with a fresh receive count, and this one deleted.
+async fn hand_back(shared: &Shared, id: &str, receipt: &str, body: &str, receive_count: u32) {
+    if shared.last_receive(receive_count) {
+        match shared.control.send_body(body).await {
+            Ok(()) => {
+                telemetry::task_sent_again(id, receive_count);
+                if let Err(e) = shared.control.delete(receipt).await {
+                    // Two copies now: the ledger and row ids make the repeat harmless.
+                    telemetry::ack_failed(id, "delete", &e);
+                }
+                return;
+            }
+            Err(e) => telemetry::ack_failed(id, "send again", &e),
+        }
+    }
+    release(&shared.control, id, receipt, Duration::ZERO).await;
 }
 
 async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphorePermit) {
@@ -191,6 +217,20 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         Ok(task) => task,
         Err(rejection) => {
             telemetry::task_rejected(&id, receive_count, &rejection);
+            if let (Some(ledger), Some((job, segment))) = (&shared.ledger, &rejection.job_segment) {
+                let dead = shared.last_receive(receive_count);
+                let error = format!(
+                    "rejected ({}): {}",
+                    rejection.reason.label(),
+                    rejection.detail
+                );
+                if let Err(e) = ledger
+                    .segment_failed(*segment, job, &shared.worker_id, &error, dead)
+                    .await
+                {
+                    telemetry::ledger_error("rejection", job, *segment, e.as_ref());
+                }
+            }
             // Not deleted: released after a short, growing delay so the queue's redrive policy
             // moves it to the dead-letter queue after maxReceiveCount receives.
             let delay = retry::release_delay(receive_count);
@@ -204,7 +244,7 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
     if let Some((ledger, job)) = ledger
         && let Err(e) = ledger.segment_started(&task, job, &shared.worker_id).await
     {
-        telemetry::ledger_error("start", &task, e.as_ref());
+        telemetry::ledger_error("start", job, task.segment as u32, e.as_ref());
     }
     let result = with_heartbeat(&shared, &id, &receipt, &task).await;
     let result = match (result, ledger) {
@@ -213,10 +253,11 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         }
         (result, _) => result.map(|r| r.map(|o| (o, false))),
     };
+    let body = message.body().unwrap_or_default();
     match result {
         None => {
             telemetry::task_handed_back(&id, &task);
-            release(&shared.control, &id, &receipt, Duration::ZERO).await;
+            hand_back(&shared, &id, &receipt, body, receive_count).await;
         }
         Some(Ok((_, true))) => {
             // The ledger is already past this chunk's continuation: nothing left to do.
@@ -235,22 +276,20 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
             }
             End::NothingDone => {
                 telemetry::task_handed_back(&id, &task);
-                release(&shared.control, &id, &receipt, Duration::ZERO).await;
+                hand_back(&shared, &id, &receipt, body, receive_count).await;
             }
         },
         Some(Err(e)) => {
             let delay = retry::release_delay(receive_count);
             telemetry::task_failed(&id, &task, e.as_ref(), delay);
             if let Some((ledger, job)) = ledger {
-                let dead = shared
-                    .max_receive_count
-                    .is_some_and(|max| receive_count >= max);
+                let dead = shared.last_receive(receive_count);
                 let error = crate::error_chain(e.as_ref());
                 if let Err(e) = ledger
-                    .segment_failed(&task, job, &shared.worker_id, &error, dead)
+                    .segment_failed(task.segment as u32, job, &shared.worker_id, &error, dead)
                     .await
                 {
-                    telemetry::ledger_error("failure", &task, e.as_ref());
+                    telemetry::ledger_error("failure", job, task.segment as u32, e.as_ref());
                 }
             }
             release(&shared.control, &id, &receipt, delay).await;
@@ -313,7 +352,7 @@ async fn record_chunk(
             Ok((outcome, false))
         }
         Err(e) => {
-            telemetry::ledger_error("chunk", task, e.as_ref());
+            telemetry::ledger_error("chunk", job, task.segment as u32, e.as_ref());
             Err(e)
         }
     }
@@ -381,7 +420,7 @@ async fn with_heartbeat(
                 if let (Some(ledger), Some(job)) = (&shared.ledger, task.job_id.as_deref())
                     && let Err(e) = ledger.heartbeat(task, job, &shared.worker_id).await
                 {
-                    telemetry::ledger_error("heartbeat", task, e.as_ref());
+                    telemetry::ledger_error("heartbeat", job, task.segment as u32, e.as_ref());
                 }
             }
         }

@@ -160,10 +160,12 @@ async fn the_drain_deadline_counts_from_sigterm_and_hands_back_what_cannot_check
     // 10 s of publishing, longer than the 5 s drain, so the task must be handed back whole at the
     // deadline. The worker's second slot is in an 8 s long poll when the signal comes, which it
     // lets finish; the deadline runs alongside that poll, not after it.
+    // With maxReceiveCount 1, the hand-back comes on the task's last allowed receive: released,
+    // it would be dead-lettered at its next receive, so it must go back as a new message.
     let rows = 200;
     let latency = Duration::from_millis(500);
     let (wait, drain) = (8, 5);
-    let f = Fixture::new(rows, 5).await;
+    let f = Fixture::new(rows, 1).await;
     let proxy = f.proxy(latency).await;
     let mut first = f.worker_via(
         &proxy,
@@ -208,8 +210,9 @@ async fn the_drain_deadline_counts_from_sigterm_and_hands_back_what_cannot_check
     assert!(status.success(), "exit status {status:?}");
     let log = first.log_text();
     assert!(log.contains("handed back unfinished"), "{log}");
+    assert!(log.contains("handed back as a new message"), "{log}");
 
-    // Handed back at visibility 0, the task goes to the next worker at once, and nothing is lost.
+    // Handed back, the task goes to the next worker at once, and nothing is lost.
     let _second = f.worker(&[]);
     let received = f.drain_keys(&[], rows as usize).await;
     let (keys, _) = tally(&received);

@@ -12,15 +12,29 @@ use std::time::Duration;
 use common::{BINARY, Fixture, plain_key, scaled, total, wait_for};
 use scanfleet::devkit;
 
-/// Runs `scanfleet ARGS` with the fixture's control queue and any `env`.
-fn scanfleet(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `scanfleet ARGS` with the fixture's control queue and any `env`.
+fn command(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
     let mut cmd = std::process::Command::new(BINARY);
     cmd.args(args)
         .env("SCANFLEET__CONTROL__QUEUE_URL", &f.queues.control);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run scanfleet")
+    cmd
+}
+
+/// Runs `scanfleet ARGS` to its end.
+fn scanfleet(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(f, args, env).output().expect("run scanfleet")
+}
+
+/// Starts `scanfleet enqueue … --wait` with the ledger, its output piped.
+fn spawn_wait(f: &Fixture, ledger: &str, args: &[&str]) -> std::process::Child {
+    command(f, args, &[("SCANFLEET__LEDGER__TABLE", ledger)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("enqueue --wait")
 }
 
 fn stdout(out: &Output) -> String {
@@ -299,8 +313,10 @@ async fn ledger_counts_equal_the_rows_published_even_after_a_kill() {
     // A read budget keeps the job running for several seconds, long enough to kill a worker
     // in the middle of a segment.
     let budget = scaled(10, 4).to_string();
-    let mut wait = std::process::Command::new(BINARY)
-        .args([
+    let mut wait = spawn_wait(
+        &f,
+        &ledger,
+        &[
             "enqueue",
             "--table",
             &f.table,
@@ -315,13 +331,8 @@ async fn ledger_counts_equal_the_rows_published_even_after_a_kill() {
             "--wait",
             "--progress-every",
             "1",
-        ])
-        .env("SCANFLEET__CONTROL__QUEUE_URL", &f.queues.control)
-        .env("SCANFLEET__LEDGER__TABLE", &ledger)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("enqueue --wait");
+        ],
+    );
     wait_for("the first rows", Duration::from_secs(60), || {
         workers[0]
             .metric("scanfleet_rows_published_total", "")
@@ -371,6 +382,51 @@ async fn ledger_counts_equal_the_rows_published_even_after_a_kill() {
     assert!(stdout(&text).contains("4/4 done"), "{}", stdout(&text));
     drop_table(&f, &ledger).await;
     f.finish_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_ends_failed_when_the_workers_reject_the_jobs_tasks() {
+    let f = Fixture::new(10, 2).await;
+    let ledger = create_ledger(&f);
+    // Workers that may read another table only: every task of the job is rejected, and
+    // dead-lettered after 2 receives.
+    let _worker = f.worker(&[
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        ("SCANFLEET__SCAN__DEFAULT_TABLE", "some-other-table"),
+    ]);
+    let mut wait = spawn_wait(
+        &f,
+        &ledger,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "2",
+            "--job-id",
+            "refused",
+            "--wait",
+        ],
+    );
+    let status = wait_child(&mut wait, Duration::from_secs(120)).await;
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut wait.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success(),
+        "--wait succeeded on a refused job: {err}"
+    );
+    assert!(err.contains("dead-lettered"), "{err}");
+    let s = status_json(&f, &ledger, "refused");
+    assert_eq!(s["state"], "failed", "{s}");
+    let failed = s["failed_segments"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{s}");
+    for segment in failed {
+        let error = segment["last_error"].as_str().unwrap();
+        assert!(error.contains("table_not_allowed"), "{s}");
+    }
+    f.wait_for_depth(&f.queues.dlq, 2).await;
+    drop_table(&f, &ledger).await;
+    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
