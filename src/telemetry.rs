@@ -20,6 +20,8 @@ pub mod names {
     pub const TASKS_FAILED: &str = "scanfleet_tasks_failed_total";
     pub const TASKS_REJECTED: &str = "scanfleet_tasks_rejected_total";
     pub const TASKS_HANDED_BACK: &str = "scanfleet_tasks_handed_back_total";
+    pub const TASKS_DEAD_LETTERED: &str = "scanfleet_tasks_dead_lettered_total";
+    pub const CONTROL_QUEUE_MESSAGES: &str = "scanfleet_control_queue_messages";
     pub const TASKS_IN_FLIGHT: &str = "scanfleet_tasks_in_flight";
     pub const TASK_DURATION: &str = "scanfleet_task_duration_seconds";
     pub const ROWS_SCANNED: &str = "scanfleet_rows_scanned_total";
@@ -71,6 +73,14 @@ pub fn install_metrics() -> PrometheusHandle {
     describe_counter!(
         TASKS_HANDED_BACK,
         "Tasks handed back unfinished at shutdown."
+    );
+    describe_counter!(
+        TASKS_DEAD_LETTERED,
+        "Tasks released on their last allowed receive, so the control queue moves them to its dead-letter queue; by rejection reason, or `failed`."
+    );
+    describe_gauge!(
+        CONTROL_QUEUE_MESSAGES,
+        "Task messages on the control queue, visible plus in flight (SQS's approximate counts, read once a minute)."
     );
     describe_gauge!(TASKS_IN_FLIGHT, "Tasks this worker is running now.");
     describe_histogram!(
@@ -147,8 +157,10 @@ pub fn install_metrics() -> PrometheusHandle {
     }
     for reason in RejectReason::ALL {
         counter!(TASKS_REJECTED, "reason" => reason.label()).increment(0);
+        counter!(TASKS_DEAD_LETTERED, "reason" => reason.label()).increment(0);
     }
-    for action in ["delete", "release"] {
+    counter!(TASKS_DEAD_LETTERED, "reason" => DEAD_AFTER_FAILING).increment(0);
+    for action in ["delete", "release", "resend"] {
         counter!(ACK_ERRORS, "action" => action).increment(0);
     }
     for outcome in ["diverted", "failed"] {
@@ -270,6 +282,29 @@ pub fn clock_corrected(service: &'static str, offset_ms: i64) {
         local_clock_behind_seconds = offset_ms as f64 / 1000.0,
         "the service refused a request's time: the local clock is off; signing with the service's time"
     );
+}
+
+/// The `reason` of a task dead-lettered after failing, beside the rejection reasons.
+const DEAD_AFTER_FAILING: &str = "failed";
+
+/// A task released on its last allowed receive: SQS moves it to the dead-letter queue.
+/// `rejection`: why it was rejected; `None`: it failed (its failure was logged already).
+pub fn task_dead_lettered(message_id: &str, rejection: Option<&Rejection>) {
+    let reason = rejection.map_or(DEAD_AFTER_FAILING, |r| r.reason.label());
+    counter!(names::TASKS_DEAD_LETTERED, "reason" => reason).increment(1);
+    error!(
+        message_id,
+        reason,
+        "task released on its last allowed receive: the queue moves it to its dead-letter queue"
+    );
+}
+
+pub fn control_queue_messages(messages: u64) {
+    gauge!(names::CONTROL_QUEUE_MESSAGES).set(messages as f64);
+}
+
+pub fn control_queue_unread(err: &dyn std::error::Error) {
+    warn!(error = %crate::error_chain(err), "reading the control queue's message counts failed");
 }
 
 pub fn receive_failed(err: &dyn std::error::Error, retry_in: Duration) {

@@ -94,6 +94,7 @@ pub async fn run(
     // runs inside the drain rather than before it, and a worker exits within
     // max(wait_time_seconds, drain_timeout_seconds), under Kubernetes' 30 s grace period with
     // the defaults.
+    tokio::spawn(watch_control_queue(shared.clone(), shutdown.clone()));
     // Not ready from the signal on, too: the long poll in progress is no reason to look ready.
     let deadline = tokio::spawn({
         let (shutdown, hard_stop, health) =
@@ -174,6 +175,28 @@ pub async fn run(
     info!("all tasks ended");
 }
 
+/// How often a worker reads the control queue's message count.
+const CONTROL_QUEUE_READ_EVERY: Duration = Duration::from_secs(60);
+
+/// Exports the control queue's message count until shutdown. The worker's own gauges cannot
+/// show tasks it never managed to receive (a receive permission missing, say); with this the
+/// "no progress while tasks wait" alert can.
+async fn watch_control_queue(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(CONTROL_QUEUE_READ_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match sqs::queue_depth(&shared.control.client, &shared.control.url).await {
+            Ok(messages) => telemetry::control_queue_messages(messages),
+            Err(e) => telemetry::control_queue_unread(&e),
+        }
+    }
+}
+
 /// `hostname-pid`: which process ran a segment, as the ledger reports it.
 fn worker_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -200,7 +223,7 @@ async fn hand_back(shared: &Shared, id: &str, receipt: &str, body: &str, receive
                 }
                 return;
             }
-            Err(e) => telemetry::ack_failed(id, "send again", &e),
+            Err(e) => telemetry::ack_failed(id, "resend", &e),
         }
     }
     release(&shared.control, id, receipt, Duration::ZERO).await;
@@ -217,8 +240,11 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         Ok(task) => task,
         Err(rejection) => {
             telemetry::task_rejected(&id, receive_count, &rejection);
+            let dead = shared.last_receive(receive_count);
+            if dead {
+                telemetry::task_dead_lettered(&id, Some(&rejection));
+            }
             if let (Some(ledger), Some((job, segment))) = (&shared.ledger, &rejection.job_segment) {
-                let dead = shared.last_receive(receive_count);
                 let error = format!(
                     "rejected ({}): {}",
                     rejection.reason.label(),
@@ -282,8 +308,11 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         Some(Err(e)) => {
             let delay = retry::release_delay(receive_count);
             telemetry::task_failed(&id, &task, e.as_ref(), delay);
+            let dead = shared.last_receive(receive_count);
+            if dead {
+                telemetry::task_dead_lettered(&id, None);
+            }
             if let Some((ledger, job)) = ledger {
-                let dead = shared.last_receive(receive_count);
                 let error = crate::error_chain(e.as_ref());
                 if let Err(e) = ledger
                     .segment_failed(task.segment as u32, job, &shared.worker_id, &error, dead)

@@ -382,6 +382,12 @@ async fn a_corpus_of_bad_tasks_ends_in_the_dlq_while_valid_tasks_complete() {
             counted >= n,
             "{reason}: counted {counted}, expected at least {n}"
         );
+        // …and released on its last allowed receive exactly once, which is counted as it goes.
+        let dead = worker.metric(
+            "scanfleet_tasks_dead_lettered_total",
+            &format!("reason=\"{reason}\""),
+        );
+        assert_eq!(dead, Some(n), "{reason}: dead-lettered count");
     }
     assert_eq!(
         worker.metric("scanfleet_tasks_completed_total", ""),

@@ -390,7 +390,7 @@ async fn wait_ends_failed_when_the_workers_reject_the_jobs_tasks() {
     let ledger = create_ledger(&f);
     // Workers that may read another table only: every task of the job is rejected, and
     // dead-lettered after 2 receives.
-    let _worker = f.worker(&[
+    let worker = f.worker(&[
         ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
         ("SCANFLEET__SCAN__DEFAULT_TABLE", "some-other-table"),
     ]);
@@ -425,6 +425,13 @@ async fn wait_ends_failed_when_the_workers_reject_the_jobs_tasks() {
         assert!(error.contains("table_not_allowed"), "{s}");
     }
     f.wait_for_depth(&f.queues.dlq, 2).await;
+    assert_eq!(
+        worker.metric(
+            "scanfleet_tasks_dead_lettered_total",
+            r#"reason="table_not_allowed""#
+        ),
+        Some(2.0)
+    );
     drop_table(&f, &ledger).await;
     f.cleanup().await;
 }
