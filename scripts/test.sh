@@ -6,7 +6,7 @@
 #   3. the integration tests against ministack, then against moto (each started on a free
 #      loopback port, stopped by PID afterwards);
 #   4. the benchmark in a small, quick configuration, only to prove it runs (no timing judged).
-# SCANFLEET_EMULATORS="ministack" limits step 2 to the named emulators.
+# SCANFLEET_EMULATORS="ministack" limits step 3 to the named emulators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

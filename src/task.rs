@@ -240,7 +240,7 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
         && !valid_job_id(id)
     {
         return Err(out_of_range(format!(
-            "job_id must be 1..={MAX_JOB_ID_LEN} printable characters, got {id:?}"
+            "job_id must be 1..={MAX_JOB_ID_LEN} bytes of printable characters, got {id:?}"
         )));
     }
     let exclusive_start_key = match msg.exclusive_start_key {

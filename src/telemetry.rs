@@ -150,7 +150,6 @@ pub fn install_metrics() -> PrometheusHandle {
         HEARTBEATS,
         HEARTBEAT_ERRORS,
         CHECKPOINTS,
-        LEDGER_ERRORS,
         DUPLICATE_CHUNKS,
     ] {
         counter!(name).increment(0);
@@ -160,6 +159,9 @@ pub fn install_metrics() -> PrometheusHandle {
         counter!(TASKS_DEAD_LETTERED, "reason" => reason.label()).increment(0);
     }
     counter!(TASKS_DEAD_LETTERED, "reason" => DEAD_AFTER_FAILING).increment(0);
+    for op in ["start", "heartbeat", "chunk", "failure", "rejection"] {
+        counter!(LEDGER_ERRORS, "op" => op).increment(0);
+    }
     for action in ["delete", "release", "resend"] {
         counter!(ACK_ERRORS, "action" => action).increment(0);
     }
