@@ -161,9 +161,9 @@ fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
 /// Tokio's current-thread runtime unless `TOKIO_WORKER_THREADS` asks for worker threads. A worker
 /// spends most of its time waiting on round trips, and one thread serves tens of thousands of
 /// rows a second. A second thread added cross-thread wakeups (14% more CPU per row in the
-/// benchmark). A multi-thread runtime with one worker thread costs the same CPU as this one (six
-/// alternated runs each) and about 1.5 MiB more memory; this one has a single thread to reason
-/// about. More throughput comes from more worker processes.
+/// benchmark). A multi-thread runtime with one worker thread measured the same CPU and memory as
+/// this one, within the benchmark's scatter; this one has a single thread to reason about. More
+/// throughput comes from more worker processes.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
         // The multi-thread runtime reads the thread count from the variable itself.
