@@ -56,8 +56,9 @@ impl Shared {
 }
 
 /// Runs until `shutdown` fires, then drains: each in-flight task finishes the page in hand,
-/// checkpoints (continuation + delete) and ends; whatever is still running after
-/// `worker.drain_timeout_seconds` is handed back (visibility 0). Returns once every task ended.
+/// checkpoints (continuation + delete) and ends; whatever is still running
+/// `worker.drain_timeout_seconds` after the signal is handed back. Returns once every task
+/// ended and the long poll in progress (if any) returned.
 pub async fn run(
     settings: &Settings,
     control: ControlQueue,
@@ -89,13 +90,13 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(settings.worker.concurrency as usize));
     let tracker = TaskTracker::new();
     let mut backoff = retry::receive_backoff();
+    let watcher = tokio::spawn(watch_control_queue(shared.clone(), shutdown.clone()));
     // The drain timeout counts from the signal, not from the end of the long poll that may be
     // in progress: tasks start checkpointing at once, so the poll (at most wait_time_seconds)
     // runs inside the drain rather than before it, and a worker exits within
     // max(wait_time_seconds, drain_timeout_seconds), under Kubernetes' 30 s grace period with
-    // the defaults.
-    tokio::spawn(watch_control_queue(shared.clone(), shutdown.clone()));
-    // Not ready from the signal on, too: the long poll in progress is no reason to look ready.
+    // the defaults. Not ready from the signal on, too: the poll in progress is no reason to
+    // look ready.
     let deadline = tokio::spawn({
         let (shutdown, hard_stop, health) =
             (shutdown.clone(), shared.hard_stop.clone(), health.clone());
@@ -172,6 +173,8 @@ pub async fn run(
     );
     tracker.wait().await;
     deadline.abort();
+    // A count read in progress is not worth waiting for.
+    watcher.abort();
     info!("all tasks ended");
 }
 
@@ -218,7 +221,8 @@ async fn hand_back(shared: &Shared, id: &str, receipt: &str, body: &str, receive
             Ok(()) => {
                 telemetry::task_sent_again(id, receive_count);
                 if let Err(e) = shared.control.delete(receipt).await {
-                    // Two copies now: the ledger and row ids make the repeat harmless.
+                    // The old copy goes to the dead-letter queue at its next receive, while
+                    // the new one does the work.
                     telemetry::ack_failed(id, "delete", &e);
                 }
                 return;
