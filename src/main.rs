@@ -380,7 +380,9 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
                 settings.metrics.listen
             )
         })?;
-    let metrics = telemetry::install_metrics();
+    let scan = &settings.scan;
+    let tables = std::iter::once(&scan.default_table).chain(&scan.allowed_tables);
+    let metrics = telemetry::install_metrics(tables.map(String::as_str));
     // The SDK's service calls and the direct clients share the transport's connector: one
     // pool, one proxy decision.
     let transport = scanfleet::transport::Transport::new();

@@ -41,8 +41,9 @@ pub mod names {
     pub const DUPLICATE_CHUNKS: &str = "scanfleet_duplicate_chunks_total";
 }
 
-/// Installs the Prometheus recorder and describes every metric.
-pub fn install_metrics() -> PrometheusHandle {
+/// Installs the Prometheus recorder and describes every metric. `tables`: those the worker may
+/// scan, whose per-table task counters start at zero.
+pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> PrometheusHandle {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(names::TASK_DURATION.into()),
@@ -138,8 +139,6 @@ pub fn install_metrics() -> PrometheusHandle {
     // (tests/emulator.rs checks this against deploy/metrics-used.txt).
     for name in [
         TASKS_RECEIVED,
-        TASKS_COMPLETED,
-        TASKS_FAILED,
         TASKS_HANDED_BACK,
         ROWS_SCANNED,
         ROWS_PUBLISHED,
@@ -153,6 +152,10 @@ pub fn install_metrics() -> PrometheusHandle {
         DUPLICATE_CHUNKS,
     ] {
         counter!(name).increment(0);
+    }
+    for table in tables {
+        counter!(TASKS_COMPLETED, "table" => table.to_owned()).increment(0);
+        counter!(TASKS_FAILED, "table" => table.to_owned()).increment(0);
     }
     for reason in RejectReason::ALL {
         counter!(TASKS_REJECTED, "reason" => reason.label()).increment(0);
