@@ -324,7 +324,16 @@ impl Settings {
 
     /// Checks what `enqueue` needs: only the control queue.
     pub fn validate_for_enqueue(&self) -> Result<(), SettingsError> {
-        require_url("control.queue_url", &self.control.queue_url)
+        require_url("control.queue_url", &self.control.queue_url)?;
+        // Tasks need no order, and a FIFO queue would want a group id on every task and
+        // continuation, and hold a group's other tasks back while one is in flight.
+        if self.control.queue_url.ends_with(".fifo") {
+            return Err(invalid(
+                "control.queue_url",
+                "names a FIFO queue; the control queue must be a standard queue (the output queue may be FIFO)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -418,6 +427,24 @@ mod tests {
             error_for(&[("SCANFLEET__SCAN__ALLOWED_TABLES", "a,,b")])
                 .contains("scan.allowed_tables")
         );
+    }
+
+    #[test]
+    fn a_fifo_control_queue_is_refused_by_name() {
+        let e = error_for(&[(
+            "SCANFLEET__CONTROL__QUEUE_URL",
+            "http://localhost/1/control.fifo",
+        )]);
+        assert!(e.contains("control.queue_url") && e.contains("FIFO"), "{e}");
+        let mut v = complete();
+        v.extend(vars(&[(
+            "SCANFLEET__OUTPUT__QUEUE_URL",
+            "http://localhost/1/output.fifo",
+        )]));
+        Settings::load_from(None, v)
+            .unwrap()
+            .validate_for_worker()
+            .unwrap();
     }
 
     #[test]
