@@ -284,6 +284,11 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         (result, _) => result.map(|r| r.map(|o| (o, false))),
     };
     let body = message.body().unwrap_or_default();
+    let delivery = Delivery {
+        id: &id,
+        receipt: &receipt,
+        receive_count,
+    };
     match result {
         None => {
             telemetry::task_handed_back(&id, &task);
@@ -302,36 +307,58 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
                 Err(e) => telemetry::ack_failed(&id, "delete", &e),
             },
             End::Checkpoint(next) => {
-                checkpoint(&shared, &id, &receipt, &task, next, outcome.rows, started).await
+                checkpoint(&shared, &delivery, &task, next, outcome.rows, started).await
             }
             End::NothingDone => {
                 telemetry::task_handed_back(&id, &task);
                 hand_back(&shared, &id, &receipt, body, receive_count).await;
             }
         },
-        Some(Err(e)) => {
-            let delay = retry::release_delay(receive_count);
-            telemetry::task_failed(&id, &task, e.as_ref(), delay);
-            let dead = shared.last_receive(receive_count);
-            if dead {
-                telemetry::task_dead_lettered(&id, None);
-            }
-            if let Some((ledger, job)) = ledger {
-                let error = crate::error_chain(e.as_ref());
-                if let Err(e) = ledger
-                    .segment_failed(task.segment as u32, job, &shared.worker_id, &error, dead)
-                    .await
-                {
-                    telemetry::ledger_error("failure", job, task.segment as u32, e.as_ref());
-                }
-            }
-            release(&shared.control, &id, &receipt, delay).await;
-        }
+        Some(Err(e)) => fail(&shared, &delivery, &task, e.as_ref()).await,
     }
     telemetry::task_ended();
 }
 
+/// A failed attempt: released with a delay that grows with the receive count, recorded in the
+/// ledger (as failed for good on the last allowed receive, when the queue dead-letters it).
+async fn fail(
+    shared: &Shared,
+    delivery: &Delivery<'_>,
+    task: &Task,
+    err: &(dyn std::error::Error + Send + Sync + 'static),
+) {
+    let Delivery {
+        id,
+        receipt,
+        receive_count,
+    } = *delivery;
+    let delay = retry::release_delay(receive_count);
+    telemetry::task_failed(id, task, err, delay);
+    let dead = shared.last_receive(receive_count);
+    if dead {
+        telemetry::task_dead_lettered(id, None);
+    }
+    if let (Some(ledger), Some(job)) = (&shared.ledger, task.job_id.as_deref()) {
+        let error = crate::error_chain(err);
+        if let Err(e) = ledger
+            .segment_failed(task.segment as u32, job, &shared.worker_id, &error, dead)
+            .await
+        {
+            telemetry::ledger_error("failure", job, task.segment as u32, e.as_ref());
+        }
+    }
+    release(&shared.control, id, receipt, delay).await;
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One received task message, as its handling needs it.
+#[derive(Clone, Copy)]
+struct Delivery<'a> {
+    id: &'a str,
+    receipt: &'a str,
+    receive_count: u32,
+}
 
 /// Counts a finished chunk in the ledger, before its continuation is sent (so the ledger is
 /// never behind the queue). When the ledger had already counted it — a redelivered or
@@ -398,23 +425,22 @@ async fn record_chunk(
 /// open a window in which a crash loses the rest of the segment.
 async fn checkpoint(
     shared: &Shared,
-    id: &str,
-    receipt: &str,
+    delivery: &Delivery<'_>,
     task: &Task,
     next: pipeline::Item,
     rows: u64,
     started: Instant,
 ) {
+    let Delivery { id, receipt, .. } = *delivery;
     let continuation = Task {
         exclusive_start_key: Some(next),
         chunk: task.chunk + 1,
         ..task.clone()
     };
     if let Err(e) = shared.control.send(&continuation.to_message()).await {
-        // Without the continuation the task must stay: release it so the chunk is redone.
-        let delay = retry::release_delay(1);
-        telemetry::task_failed(id, task, &e, delay);
-        release(&shared.control, id, receipt, delay).await;
+        // Without the continuation the task must stay: a failure like any other, so the chunk
+        // is redone.
+        fail(shared, delivery, task, &e).await;
         return;
     }
     match shared.control.delete(receipt).await {
