@@ -9,7 +9,9 @@
 //!   (whose `chunks` is past every chunk that ran) cannot be moved backwards;
 //! - the chunk is recorded *before* its continuation task is sent, so the ledger can never
 //!   fall behind the queue. When the condition fails, the record says what happened instead
-//!   (see [`Recorded`]), and the worker continues from the ledger's position, not its own.
+//!   (see [`Recorded`]), and the worker continues from the ledger's position, not its own;
+//! - the record keeps the message id that counted the last chunk (`counted_by`), so a second
+//!   copy of a task (a continuation sent twice) can tell it is not the one to go on.
 //!
 //! The pure parts (the status summary, which segments to reconcile) are functions of the
 //! records, tested without AWS.
@@ -101,6 +103,9 @@ pub struct SegmentRecord {
     /// Where the next chunk starts (DynamoDB JSON), when the segment is not done.
     #[serde(skip)]
     pub resume_key: Option<String>,
+    /// The message id of the task that counted the last chunk.
+    #[serde(skip)]
+    pub counted_by: Option<String>,
 }
 
 impl SegmentRecord {
@@ -119,6 +124,7 @@ impl SegmentRecord {
             failures: get_n(item, "failures").unwrap_or(0),
             heartbeat_at: get_n(item, "heartbeat_at").unwrap_or(0),
             resume_key: get_s(item, "resume_key"),
+            counted_by: get_s(item, "counted_by"),
         })
     }
 }
@@ -134,6 +140,9 @@ pub enum Recorded {
         chunks: u32,
         done: bool,
         resume_key: Option<Item>,
+        /// The message id of the task that counted the last chunk (absent in records written
+        /// before it was kept).
+        counted_by: Option<String>,
     },
 }
 
@@ -146,6 +155,8 @@ pub struct ChunkReport<'a> {
     pub duration: Duration,
     /// Where the segment goes on; `None`: this was its last chunk.
     pub next: Option<&'a Item>,
+    /// The SQS message id of the task that ran the chunk.
+    pub message_id: &'a str,
 }
 
 #[derive(Clone)]
@@ -334,6 +345,7 @@ impl Ledger {
             "#st = :status",
             "worker = :w",
             "heartbeat_at = :now",
+            "counted_by = :by",
         ];
         let mut update = self
             .segment_update(job, task.segment as u32)
@@ -347,6 +359,7 @@ impl Ledger {
             )
             .expression_attribute_values(":w", s(worker))
             .expression_attribute_values(":now", n(now_secs()))
+            .expression_attribute_values(":by", s(report.message_id))
             .expression_attribute_values(":scanned", n(report.rows_scanned))
             .expression_attribute_values(":published", n(report.rows_published))
             .expression_attribute_values(":units", n(report.read_units))
@@ -382,6 +395,7 @@ impl Ledger {
                     chunks: record.chunks,
                     done: record.status == status::DONE,
                     resume_key,
+                    counted_by: record.counted_by,
                 })
             }
             Err(e) => Err(e.into()),

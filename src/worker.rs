@@ -384,6 +384,7 @@ async fn record_chunk(
         read_units: outcome.read_units,
         duration: started.elapsed(),
         next,
+        message_id: id,
     };
     match ledger
         .record_chunk(task, job, &shared.worker_id, &report)
@@ -392,8 +393,22 @@ async fn record_chunk(
         Ok(Recorded::Counted) => Ok((outcome, false)),
         Ok(Recorded::Already {
             chunks,
+            counted_by: Some(by),
+            ..
+        }) if chunks == task.chunk + 1 && by != id => {
+            // Another message counted this chunk: a second copy of this task, ran side by side
+            // with it (a continuation is sent twice when a worker dies between sending it and
+            // deleting its own task). The copy that counted the chunk sends the continuation;
+            // this one only deletes itself, so the copies do not both go on to the end of the
+            // segment. (Only the same message, redelivered, goes on from the ledger below.)
+            telemetry::duplicate_chunk(id, task, chunks, "dropped: another copy counted it");
+            Ok((outcome, true))
+        }
+        Ok(Recorded::Already {
+            chunks,
             done,
             resume_key,
+            ..
         }) if chunks == task.chunk + 1 => {
             telemetry::duplicate_chunk(id, task, chunks, "continue from the ledger");
             outcome.end = match (done, resume_key) {

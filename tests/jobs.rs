@@ -620,6 +620,81 @@ async fn a_duplicated_task_is_not_counted_twice_and_does_not_rescan_the_segment(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn two_copies_of_a_continuation_do_not_both_run_to_the_end() {
+    let rows = scaled(400, 300);
+    let chunk = 40;
+    let f = Fixture::new(rows, 5).await;
+    let ledger = create_ledger(&f);
+    let checkpoint_rows = chunk.to_string();
+    let env = [
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        (
+            "SCANFLEET__WORKER__CHECKPOINT_ROWS",
+            checkpoint_rows.as_str(),
+        ),
+    ];
+    // A worker 100 ms from the emulator, stopped once it has counted a chunk: it checkpoints,
+    // leaving the segment's continuation on the control queue, and exits.
+    let proxy = f.proxy(Duration::from_millis(100)).await;
+    let mut first = f.worker_via(&proxy, &env);
+    let args = [
+        "enqueue",
+        "--table",
+        &f.table,
+        "--segments",
+        "1",
+        "--limit-of-rows",
+        "20",
+        "--job-id",
+        "twins",
+    ];
+    let out = scanfleet(&f, &args, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("a counted chunk", Duration::from_secs(60), || {
+        status_json(&f, &ledger, "twins")["chunks"].as_u64() >= Some(1)
+    })
+    .await;
+    first.terminate();
+    let status = common::wait_exit(&mut first, Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    // The continuation twice, as when its sender dies between sending it and deleting its own
+    // task: two messages of one chunk.
+    let continuation = devkit::receive_some(&f.aws, &f.queues.control, 5)
+        .await
+        .unwrap();
+    assert_eq!(continuation.len(), 1, "expected the one continuation");
+    let body = &continuation[0].body;
+    assert!(body.contains("exclusive_start_key"), "{body}");
+    f.send_task(body).await;
+    f.send_task(body).await;
+
+    // Both copies run at once; the one that counts the chunk second must stop there.
+    let second = f.worker(&[
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        (
+            "SCANFLEET__WORKER__CHECKPOINT_ROWS",
+            checkpoint_rows.as_str(),
+        ),
+        ("SCANFLEET__WORKER__CONCURRENCY", "2"),
+    ]);
+    let received = f.drain_output(rows as usize).await;
+    let keys: HashSet<(String, String)> = received.iter().map(plain_key).collect();
+    assert_eq!(keys, f.expected_keys(), "rows were lost");
+    let repeats = received.len() - keys.len();
+    assert!(
+        repeats <= 2 * chunk,
+        "{repeats} rows repeated: both copies went on past their first chunk"
+    );
+    assert!(second.metric("scanfleet_duplicate_chunks_total", "") >= Some(1.0));
+    f.wait_for_depth(&f.queues.control, 0).await;
+    let s = status_json(&f, &ledger, "twins");
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["rows_published"], rows, "{s}");
+    drop_table(&f, &ledger).await;
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn reconcile_resumes_a_lost_segment_from_the_ledgers_position() {
     let rows = scaled(400, 200);
     let f = Fixture::new(rows, 5).await;
