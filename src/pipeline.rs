@@ -227,7 +227,7 @@ async fn scan(
             .scanner
             .page(&request, start.as_ref(), &mut rows)
             .await?;
-        telemetry::page_scanned(page.rows.len(), page.units);
+        telemetry::page_scanned(page.scanned, page.units);
         for b in &budgets {
             b.charge(page.units);
         }

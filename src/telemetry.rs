@@ -258,10 +258,11 @@ pub fn task_handed_back(message_id: &str, task: &Task) {
     warn!(message_id, table = %task.table, segment = task.segment, "shutdown: task handed back unfinished");
 }
 
-pub fn page_scanned(rows: usize, capacity_units: f64) {
+/// `scanned`: the rows DynamoDB read (`ScannedCount`, before any filter), as the ledger counts.
+pub fn page_scanned(scanned: u64, capacity_units: f64) {
     counter!(names::SCAN_PAGES).increment(1);
     gauge!(names::READ_CAPACITY).increment(capacity_units);
-    counter!(names::ROWS_SCANNED).increment(rows as u64);
+    counter!(names::ROWS_SCANNED).increment(scanned);
 }
 
 pub fn rows_published(rows: usize) {
