@@ -10,8 +10,10 @@
 //! - the chunk is recorded *before* its continuation task is sent, so the ledger can never
 //!   fall behind the queue. When the condition fails, the record says what happened instead
 //!   (see [`Recorded`]), and the worker continues from the ledger's position, not its own;
-//! - the record keeps the message id that counted the last chunk (`counted_by`), so a second
-//!   copy of a task (a continuation sent twice) can tell it is not the one to go on.
+//! - the record keeps the message id that counted the last chunk (`counted_by`), so a task can
+//!   tell, before it scans, whether its chunk is already counted, and by itself (delivered
+//!   again: go on from the ledger) or by another copy (a continuation sent twice: stop); see
+//!   [`on_start`].
 //!
 //! The pure parts (the status summary, which segments to reconcile) are functions of the
 //! records, tested without AWS.
@@ -706,6 +708,42 @@ pub fn to_reconcile(
 }
 
 /// The task message that resumes a segment, built from the job's template.
+/// What a task does on starting, from its segment's record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnStart {
+    /// Run the chunk: the ledger has not counted it (or is behind, or predates `counted_by`).
+    Run,
+    /// Delete the task without scanning: another message counted this chunk, or the ledger is
+    /// past the next one too. Whoever counted it goes on.
+    Drop,
+    /// This very message counted the chunk before and was delivered again (its worker died
+    /// before deleting it, perhaps before sending the continuation): go on from the ledger's
+    /// position without scanning the chunk again. `resume_key: None`: the segment is done.
+    Resume { resume_key: Option<Item> },
+}
+
+/// The start decision for the task of `chunk` delivered as `message_id` (see [`OnStart`]).
+pub fn on_start(record: &SegmentRecord, chunk: u32, message_id: &str) -> Result<OnStart, BoxError> {
+    if record.chunks <= chunk {
+        return Ok(OnStart::Run);
+    }
+    if record.chunks > chunk + 1 {
+        return Ok(OnStart::Drop);
+    }
+    Ok(match record.counted_by.as_deref() {
+        None => OnStart::Run,
+        Some(by) if by != message_id => OnStart::Drop,
+        Some(_) if record.status == status::DONE => OnStart::Resume { resume_key: None },
+        Some(_) => match &record.resume_key {
+            Some(text) => OnStart::Resume {
+                resume_key: Some(item::key_from_json(&serde_json::from_str(text)?)?),
+            },
+            // Counted, not done, yet no key to go on from: let the chunk run again.
+            None => OnStart::Run,
+        },
+    })
+}
+
 pub fn resume_task(template: &str, resume: &Resume) -> Result<String, BoxError> {
     let mut task: HashMap<String, serde_json::Value> = serde_json::from_str(template)?;
     task.insert("current_segment".into(), resume.segment.into());
@@ -749,6 +787,63 @@ mod tests {
             heartbeat_at: 1000,
             ..SegmentRecord::default()
         }
+    }
+
+    #[test]
+    fn a_task_starts_from_what_the_ledger_holds() {
+        let record = |chunks, status: &str, by: Option<&str>, key: Option<&str>| SegmentRecord {
+            chunks,
+            status: status.into(),
+            counted_by: by.map(str::to_owned),
+            resume_key: key.map(str::to_owned),
+            ..SegmentRecord::default()
+        };
+        let key = r#"{"PK":{"S":"k"}}"#;
+        let decide = |r: &SegmentRecord, chunk| on_start(r, chunk, "m1").unwrap();
+        // Not counted yet, or the ledger is behind: run.
+        assert_eq!(
+            decide(&record(3, status::RUNNING, Some("m0"), Some(key)), 3),
+            OnStart::Run
+        );
+        assert_eq!(
+            decide(&record(1, status::RUNNING, Some("m0"), Some(key)), 3),
+            OnStart::Run
+        );
+        // Past the next chunk too: drop.
+        assert_eq!(
+            decide(&record(5, status::RUNNING, Some("m1"), Some(key)), 3),
+            OnStart::Drop
+        );
+        // Counted by another message: drop; by a record from before counted_by: run.
+        assert_eq!(
+            decide(&record(4, status::RUNNING, Some("m0"), Some(key)), 3),
+            OnStart::Drop
+        );
+        assert_eq!(
+            decide(&record(4, status::DONE, Some("m0"), None), 3),
+            OnStart::Drop
+        );
+        assert_eq!(
+            decide(&record(4, status::RUNNING, None, Some(key)), 3),
+            OnStart::Run
+        );
+        // Counted by this very message: go on from the ledger's key, or end.
+        let resumed = decide(&record(4, status::RUNNING, Some("m1"), Some(key)), 3);
+        let OnStart::Resume {
+            resume_key: Some(k),
+        } = resumed
+        else {
+            panic!("{resumed:?}")
+        };
+        assert_eq!(item::key_to_json(&k).to_string(), key);
+        assert_eq!(
+            decide(&record(4, status::DONE, Some("m1"), None), 3),
+            OnStart::Resume { resume_key: None }
+        );
+        assert_eq!(
+            decide(&record(4, status::RUNNING, Some("m1"), None), 3),
+            OnStart::Run
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::ledger::{ChunkReport, Ledger, Recorded};
+use crate::ledger::{self, ChunkReport, Ledger, OnStart, Recorded};
 use crate::pipeline::{self, End, Output};
 use crate::retry;
 use crate::settings::{ScanSettings, Settings};
@@ -271,10 +271,19 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
 
     telemetry::task_started(&id, &task);
     let ledger = shared.ledger.as_ref().zip(task.job_id.as_deref());
-    if let Some((ledger, job)) = ledger
-        && let Err(e) = ledger.segment_started(&task, job, &shared.worker_id).await
-    {
-        telemetry::ledger_error("start", job, task.segment as u32, e.as_ref());
+    if let Some((ledger, job)) = ledger {
+        let delivery = Delivery {
+            id: &id,
+            receipt: &receipt,
+            receive_count,
+        };
+        if start_from_ledger(&shared, ledger, job, &delivery, &task, started).await {
+            telemetry::task_ended();
+            return;
+        }
+        if let Err(e) = ledger.segment_started(&task, job, &shared.worker_id).await {
+            telemetry::ledger_error("start", job, task.segment as u32, e.as_ref());
+        }
     }
     let result = with_heartbeat(&shared, &id, &receipt, &task).await;
     let result = match (result, ledger) {
@@ -317,6 +326,56 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         Some(Err(e)) => fail(&shared, &delivery, &task, e.as_ref()).await,
     }
     telemetry::task_ended();
+}
+
+/// Settles a task the ledger says needs no scan (see [`ledger::on_start`]): a copy of a chunk
+/// another message counted is deleted; this very message, delivered again after it counted its
+/// chunk, sends the continuation from the ledger's key (or, the segment being done, is deleted)
+/// instead of scanning the chunk again. `true`: settled. A ledger that cannot be read leaves the
+/// decision to the chunk's record, as before.
+async fn start_from_ledger(
+    shared: &Shared,
+    ledger: &Ledger,
+    job: &str,
+    delivery: &Delivery<'_>,
+    task: &Task,
+    started: Instant,
+) -> bool {
+    let segment = task.segment as u32;
+    let record = match ledger.segment(job, segment).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return false,
+        Err(e) => {
+            telemetry::ledger_error("start", job, segment, e.as_ref());
+            return false;
+        }
+    };
+    let decision = match ledger::on_start(&record, task.chunk, delivery.id) {
+        Ok(decision) => decision,
+        Err(e) => {
+            telemetry::ledger_error("start", job, segment, e.as_ref());
+            return false;
+        }
+    };
+    let (id, receipt) = (delivery.id, delivery.receipt);
+    match decision {
+        OnStart::Run => return false,
+        OnStart::Resume {
+            resume_key: Some(key),
+        } => {
+            telemetry::duplicate_chunk(id, task, record.chunks, "continued from the ledger");
+            checkpoint(shared, delivery, task, key, 0, started).await;
+            return true;
+        }
+        OnStart::Drop => telemetry::duplicate_chunk(id, task, record.chunks, "dropped"),
+        OnStart::Resume { resume_key: None } => {
+            telemetry::duplicate_chunk(id, task, record.chunks, "segment already done")
+        }
+    }
+    if let Err(e) = shared.control.delete(receipt).await {
+        telemetry::ack_failed(id, "delete", &e);
+    }
+    true
 }
 
 /// A failed attempt: released with a delay that grows with the receive count, recorded in the

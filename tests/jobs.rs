@@ -601,10 +601,11 @@ async fn a_duplicated_task_is_not_counted_twice_and_does_not_rescan_the_segment(
     })
     .await;
     f.wait_for_depth(&f.queues.control, 0).await;
+    // The ledger is past the duplicate's chunk, so it is dropped before it scans anything.
     let published = w.metric("scanfleet_rows_published_total", "").unwrap();
-    assert!(
-        published <= (rows + 60) as f64,
-        "the duplicate rescanned the segment: {published} rows published"
+    assert_eq!(
+        published, rows as f64,
+        "the duplicate scanned again: {published} rows published"
     );
     let after = status_json(&f, &ledger, "dup");
     for k in [
