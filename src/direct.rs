@@ -37,7 +37,8 @@ const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// Signed JSON calls to one service endpoint.
 pub struct JsonClient {
-    /// The process's connector (`crate::transport::Transport::calls`): its pool, TLS and proxy settings.
+    /// The process's connector (`crate::transport::Transport::calls`): its pool, TLS and proxy
+    /// settings.
     http: SharedHttpConnector,
     endpoint: http::Uri,
     /// `endpoint` as text, as the signer takes it (formatted once, not per request).

@@ -111,6 +111,14 @@ pub struct SegmentRecord {
 }
 
 impl SegmentRecord {
+    /// `resume_key` as a key item.
+    pub fn resume_item(&self) -> Result<Option<Item>, BoxError> {
+        match &self.resume_key {
+            Some(text) => Ok(Some(item::key_from_json(&serde_json::from_str(text)?)?)),
+            None => Ok(None),
+        }
+    }
+
     fn from_item(item: &Item) -> Option<Self> {
         let segment = get_s(item, SK)?.strip_prefix("segment#")?.parse().ok()?;
         Some(Self {
@@ -389,10 +397,7 @@ impl Ledger {
                     .segment(job, task.segment as u32)
                     .await?
                     .ok_or("the ledger refused a chunk of a segment it does not hold")?;
-                let resume_key = match &record.resume_key {
-                    Some(text) => Some(item::key_from_json(&serde_json::from_str(text)?)?),
-                    None => None,
-                };
+                let resume_key = record.resume_item()?;
                 Ok(Recorded::Already {
                     chunks: record.chunks,
                     done: record.status == status::DONE,
@@ -734,9 +739,9 @@ pub fn on_start(record: &SegmentRecord, chunk: u32, message_id: &str) -> Result<
         None => OnStart::Run,
         Some(by) if by != message_id => OnStart::Drop,
         Some(_) if record.status == status::DONE => OnStart::Resume { resume_key: None },
-        Some(_) => match &record.resume_key {
-            Some(text) => OnStart::Resume {
-                resume_key: Some(item::key_from_json(&serde_json::from_str(text)?)?),
+        Some(_) => match record.resume_item()? {
+            Some(key) => OnStart::Resume {
+                resume_key: Some(key),
             },
             // Counted, not done, yet no key to go on from: let the chunk run again.
             None => OnStart::Run,

@@ -145,10 +145,12 @@ pub async fn run(
                         .pop()
                         .expect("received at most one message per permit");
                     if shutdown.is_cancelled() {
-                        let id = message.message_id().unwrap_or_default();
-                        let receipt = message.receipt_handle().unwrap_or_default();
-                        let body = message.body().unwrap_or_default();
-                        hand_back(&shared, id, receipt, body, sqs::receive_count(&message)).await;
+                        let delivery = Delivery {
+                            id: message.message_id().unwrap_or_default(),
+                            receipt: message.receipt_handle().unwrap_or_default(),
+                            receive_count: sqs::receive_count(&message),
+                        };
+                        hand_back(&shared, &delivery, message.body().unwrap_or_default()).await;
                     } else {
                         tracker.spawn(run_task(shared.clone(), message, permit));
                     }
@@ -215,7 +217,12 @@ fn worker_id() -> String {
 /// allowed receive, the task would go to the dead-letter queue at its next receive though nothing
 /// failed (workers stopping, as KEDA scales in, is no fault of the task's), so then it is sent
 /// again as a new message, with a fresh receive count, and this one deleted.
-async fn hand_back(shared: &Shared, id: &str, receipt: &str, body: &str, receive_count: u32) {
+async fn hand_back(shared: &Shared, delivery: &Delivery<'_>, body: &str) {
+    let Delivery {
+        id,
+        receipt,
+        receive_count,
+    } = *delivery;
     if shared.last_receive(receive_count) {
         match shared.control.send_body(body).await {
             Ok(()) => {
@@ -239,6 +246,11 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
     let receipt = message.receipt_handle().unwrap_or_default().to_owned();
     let receive_count = sqs::receive_count(&message);
     telemetry::task_received(&id, receive_count);
+    let delivery = Delivery {
+        id: &id,
+        receipt: &receipt,
+        receive_count,
+    };
 
     let task = match task::parse(message.body().unwrap_or_default(), &shared.scan) {
         Ok(task) => task,
@@ -248,18 +260,13 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
             if dead {
                 telemetry::task_dead_lettered(&id, Some(&rejection));
             }
-            if let (Some(ledger), Some((job, segment))) = (&shared.ledger, &rejection.job_segment) {
+            if let Some((job, segment)) = &rejection.job_segment {
                 let error = format!(
                     "rejected ({}): {}",
                     rejection.reason.label(),
                     rejection.detail
                 );
-                if let Err(e) = ledger
-                    .segment_failed(*segment, job, &shared.worker_id, &error, dead)
-                    .await
-                {
-                    telemetry::ledger_error("rejection", job, *segment, e.as_ref());
-                }
+                record_failure(&shared, "rejection", job, *segment, &error, dead).await;
             }
             // Not deleted: released after a short, growing delay so the queue's redrive policy
             // moves it to the dead-letter queue after maxReceiveCount receives.
@@ -272,11 +279,6 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
     telemetry::task_started(&id, &task);
     let ledger = shared.ledger.as_ref().zip(task.job_id.as_deref());
     if let Some((ledger, job)) = ledger {
-        let delivery = Delivery {
-            id: &id,
-            receipt: &receipt,
-            receive_count,
-        };
         if start_from_ledger(&shared, ledger, job, &delivery, &task, started).await {
             telemetry::task_ended();
             return;
@@ -293,15 +295,10 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         (result, _) => result.map(|r| r.map(|o| (o, false))),
     };
     let body = message.body().unwrap_or_default();
-    let delivery = Delivery {
-        id: &id,
-        receipt: &receipt,
-        receive_count,
-    };
     match result {
         None => {
             telemetry::task_handed_back(&id, &task);
-            hand_back(&shared, &id, &receipt, body, receive_count).await;
+            hand_back(&shared, &delivery, body).await;
         }
         Some(Ok((_, true))) => {
             // The ledger is already past this chunk's continuation: nothing left to do.
@@ -320,7 +317,7 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
             }
             End::NothingDone => {
                 telemetry::task_handed_back(&id, &task);
-                hand_back(&shared, &id, &receipt, body, receive_count).await;
+                hand_back(&shared, &delivery, body).await;
             }
         },
         Some(Err(e)) => fail(&shared, &delivery, &task, e.as_ref()).await,
@@ -397,16 +394,32 @@ async fn fail(
     if dead {
         telemetry::task_dead_lettered(id, None);
     }
-    if let (Some(ledger), Some(job)) = (&shared.ledger, task.job_id.as_deref()) {
+    if let Some(job) = task.job_id.as_deref() {
         let error = crate::error_chain(err);
-        if let Err(e) = ledger
-            .segment_failed(task.segment as u32, job, &shared.worker_id, &error, dead)
-            .await
-        {
-            telemetry::ledger_error("failure", job, task.segment as u32, e.as_ref());
-        }
+        record_failure(shared, "failure", job, task.segment as u32, &error, dead).await;
     }
     release(&shared.control, id, receipt, delay).await;
+}
+
+/// Records a failed attempt at a job's segment in the ledger, if there is one (`op` names the
+/// write in `scanfleet_ledger_errors_total`).
+async fn record_failure(
+    shared: &Shared,
+    op: &'static str,
+    job: &str,
+    segment: u32,
+    error: &str,
+    dead: bool,
+) {
+    let Some(ledger) = &shared.ledger else {
+        return;
+    };
+    if let Err(e) = ledger
+        .segment_failed(segment, job, &shared.worker_id, error, dead)
+        .await
+    {
+        telemetry::ledger_error(op, job, segment, e.as_ref());
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

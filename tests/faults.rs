@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
-use common::{Fixture, plain_key, scaled, total, wait_exit};
+use common::{Fixture, plain_key, scaled, total, wait_exit, wait_for};
 use scanfleet::devkit::{self, Received};
 
 /// Distinct keys and the number of repeats among `received`.
@@ -183,18 +183,13 @@ async fn the_drain_deadline_counts_from_sigterm_and_hands_back_what_cannot_check
         r#"{{"current_segment": 0, "total_segments": 1, "limit_of_rows": {rows}}}"#
     ))
     .await;
-    let start = Instant::now();
-    while first
-        .metric("scanfleet_rows_published_total", "")
-        .unwrap_or(0.0)
-        < 10.0
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the worker never started publishing"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("the worker publishing", Duration::from_secs(60), || {
+        first
+            .metric("scanfleet_rows_published_total", "")
+            .unwrap_or(0.0)
+            >= 10.0
+    })
+    .await;
     let signalled = Instant::now();
     first.terminate();
     // The poll in progress (8 s, plus its 500 ms through the proxy) and the drain (5 s, plus
