@@ -10,6 +10,10 @@ pub struct Job {
     pub segments: u32,
     pub limit_of_rows: Option<u32>,
     pub job_id: String,
+    /// Names this run of the job in every task (see `TaskMessage::run_id`): a copy of one of
+    /// these tasks is recognised as a copy, while tasks of the same job sent again by another
+    /// run run again.
+    pub run_id: String,
     /// Filter, projection, consistent reads: copied into every task.
     pub options: RawScanOptions,
     /// The job's read budget (units per second), stored in every task.
@@ -73,6 +77,8 @@ pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
                 job_id: Some(job.job_id.clone()),
                 exclusive_start_key: None,
                 chunk: None,
+                run_id: Some(job.run_id.clone()),
+                origin_message_id: None,
                 filter_expression: job.options.filter_expression.clone(),
                 projection_expression: job.options.projection_expression.clone(),
                 expression_attribute_names: job.options.expression_attribute_names.clone(),
@@ -108,6 +114,7 @@ mod tests {
             segments,
             limit_of_rows: Some(3000),
             job_id: "j1".into(),
+            run_id: "r1".into(),
             options: RawScanOptions::default(),
             read_units_per_second: None,
         }
@@ -120,7 +127,7 @@ mod tests {
         let first: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
         assert_eq!(
             first,
-            serde_json::json!({"current_segment":0,"total_segments":3,"limit_of_rows":3000,"table":"items","job_id":"j1"})
+            serde_json::json!({"current_segment":0,"total_segments":3,"limit_of_rows":3000,"table":"items","job_id":"j1","run_id":"r1"})
         );
         assert!(bodies[2].contains(r#""current_segment":2"#));
     }

@@ -10,10 +10,11 @@
 //! - the chunk is recorded *before* its continuation task is sent, so the ledger can never
 //!   fall behind the queue. When the condition fails, the record says what happened instead
 //!   (see [`Recorded`]), and the worker continues from the ledger's position, not its own;
-//! - the record keeps the message id that counted the last chunk (`counted_by`), so a task can
-//!   tell, before it scans, whether its chunk is already counted, and by itself (delivered
-//!   again: go on from the ledger) or by another copy (a continuation sent twice: stop); see
-//!   [`on_start`].
+//! - the record keeps the task instance that counted the last chunk (`counted_by`) and the run
+//!   it belongs to (`run_id`), so a task can tell, before it scans, whether its chunk is already
+//!   counted, and by itself (delivered again: go on from the ledger), by another copy (a
+//!   continuation sent twice: stop) or by an earlier run (the job sent again: start over); see
+//!   [`crate::dedup`].
 //!
 //! The pure parts (the status summary, which segments to reconcile) are functions of the
 //! records, tested without AWS.
@@ -105,9 +106,12 @@ pub struct SegmentRecord {
     /// Where the next chunk starts (DynamoDB JSON), when the segment is not done.
     #[serde(skip)]
     pub resume_key: Option<String>,
-    /// The message id of the task that counted the last chunk.
+    /// The instance (see [`crate::dedup`]) of the task that counted the last chunk.
     #[serde(skip)]
     pub counted_by: Option<String>,
+    /// The run of the job this record counts (absent in records written before run ids).
+    #[serde(skip)]
+    pub run_id: Option<String>,
 }
 
 impl SegmentRecord {
@@ -135,6 +139,7 @@ impl SegmentRecord {
             heartbeat_at: get_n(item, "heartbeat_at").unwrap_or(0),
             resume_key: get_s(item, "resume_key"),
             counted_by: get_s(item, "counted_by"),
+            run_id: get_s(item, "run_id"),
         })
     }
 }
@@ -144,16 +149,10 @@ impl SegmentRecord {
 pub enum Recorded {
     /// Counted now.
     Counted,
-    /// This chunk was counted before (a redelivered or duplicated task). The ledger's record:
-    /// how many chunks it holds, whether the segment is done, and where it goes on.
-    Already {
-        chunks: u32,
-        done: bool,
-        resume_key: Option<Item>,
-        /// The message id of the task that counted the last chunk (absent in records written
-        /// before it was kept).
-        counted_by: Option<String>,
-    },
+    /// Not counted: the record did not expect this chunk of this run (a redelivered or
+    /// duplicated task, another run, a ledger behind). The record as it is now; what to do
+    /// follows from it by [`crate::dedup::decide`].
+    Refused(SegmentRecord),
 }
 
 /// What one chunk did, as the worker reports it.
@@ -165,8 +164,10 @@ pub struct ChunkReport<'a> {
     pub duration: Duration,
     /// Where the segment goes on; `None`: this was its last chunk.
     pub next: Option<&'a Item>,
-    /// The SQS message id of the task that ran the chunk.
-    pub message_id: &'a str,
+    /// The instance of the task that ran the chunk (see [`crate::dedup`]).
+    pub instance: &'a str,
+    /// Its run, if it has one.
+    pub run: Option<&'a str>,
 }
 
 #[derive(Clone)]
@@ -309,11 +310,18 @@ impl Ledger {
         task: &Task,
         job: &str,
         worker: &str,
+        run: Option<&str>,
     ) -> Result<(), BoxError> {
-        let r = self.segment_update(job, task.segment as u32)
-            .update_expression(
-                "SET #st = :running, worker = :w, heartbeat_at = :now, chunks = if_not_exists(chunks, :zero)",
-            )
+        let mut update = self.segment_update(job, task.segment as u32);
+        let mut expression = String::from(
+            "SET #st = :running, worker = :w, heartbeat_at = :now, chunks = if_not_exists(chunks, :zero)",
+        );
+        if let Some(run) = run {
+            expression.push_str(", run_id = if_not_exists(run_id, :run)");
+            update = update.expression_attribute_values(":run", s(run));
+        }
+        let r = update
+            .update_expression(expression)
             .condition_expression("attribute_not_exists(#st) OR #st <> :done")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":running", s(status::RUNNING))
@@ -324,6 +332,41 @@ impl Ledger {
             .send()
             .await;
         unless_condition_failed(r)
+    }
+
+    /// Starts a segment's record over for a new run of its job (see [`crate::dedup`]): the
+    /// counts of the run it held are replaced, and the record expects `task`'s chunk next.
+    /// Conditional on the record still holding another run, so two copies of the new run's
+    /// task reset it once.
+    pub async fn segment_new_run(
+        &self,
+        task: &Task,
+        job: &str,
+        worker: &str,
+        run: Option<&str>,
+    ) -> Result<(), BoxError> {
+        let mut update = self
+            .segment_update(job, task.segment as u32)
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":running", s(status::RUNNING))
+            .expression_attribute_values(":w", s(worker))
+            .expression_attribute_values(":now", n(now_secs()))
+            .expression_attribute_values(":chunk", n(task.chunk))
+            .expression_attribute_values(":zero", n(0));
+        let set = "SET #st = :running, worker = :w, heartbeat_at = :now, chunks = :chunk, \
+                   rows_scanned = :zero, rows_published = :zero, read_units = :zero, \
+                   duration_ms = :zero, failures = :zero";
+        let remove = "REMOVE counted_by, resume_key, last_error, finished_at";
+        update = match run {
+            Some(run) => update
+                .update_expression(format!("{set}, run_id = :run {remove}"))
+                .condition_expression("attribute_not_exists(run_id) OR run_id <> :run")
+                .expression_attribute_values(":run", s(run)),
+            None => update
+                .update_expression(format!("{set} {remove}, run_id"))
+                .condition_expression("attribute_exists(run_id)"),
+        };
+        unless_condition_failed(update.send().await)
     }
 
     /// A sign of life while a chunk runs (with each visibility extension).
@@ -357,23 +400,40 @@ impl Ledger {
             "heartbeat_at = :now",
             "counted_by = :by",
         ];
+        let next_chunk = task
+            .chunk
+            .checked_add(1)
+            .ok_or("chunk number at the end of its range")?;
         let mut update = self
             .segment_update(job, task.segment as u32)
-            .condition_expression("attribute_not_exists(chunks) OR chunks = :chunk")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":chunk", n(task.chunk))
-            .expression_attribute_values(":next", n(task.chunk + 1))
+            .expression_attribute_values(":next", n(next_chunk))
             .expression_attribute_values(
                 ":status",
                 s(if done { status::DONE } else { status::RUNNING }),
             )
             .expression_attribute_values(":w", s(worker))
             .expression_attribute_values(":now", n(now_secs()))
-            .expression_attribute_values(":by", s(report.message_id))
+            .expression_attribute_values(":by", s(report.instance))
             .expression_attribute_values(":scanned", n(report.rows_scanned))
             .expression_attribute_values(":published", n(report.rows_published))
             .expression_attribute_values(":units", n(report.read_units))
             .expression_attribute_values(":ms", n(report.duration.as_millis()));
+        // Counted only if the record expects this chunk of this run next.
+        update = match report.run {
+            Some(run) => {
+                set.push("run_id = :run");
+                update
+                    .condition_expression(
+                        "attribute_not_exists(chunks) OR (chunks = :chunk AND run_id = :run)",
+                    )
+                    .expression_attribute_values(":run", s(run))
+            }
+            None => update.condition_expression(
+                "attribute_not_exists(chunks) OR (chunks = :chunk AND attribute_not_exists(run_id))",
+            ),
+        };
         let remove = match report.next {
             Some(key) => {
                 set.push("resume_key = :key");
@@ -397,13 +457,7 @@ impl Ledger {
                     .segment(job, task.segment as u32)
                     .await?
                     .ok_or("the ledger refused a chunk of a segment it does not hold")?;
-                let resume_key = record.resume_item()?;
-                Ok(Recorded::Already {
-                    chunks: record.chunks,
-                    done: record.status == status::DONE,
-                    resume_key,
-                    counted_by: record.counted_by,
-                })
+                Ok(Recorded::Refused(record))
             }
             Err(e) => Err(e.into()),
         }
@@ -713,42 +767,6 @@ pub fn to_reconcile(
 }
 
 /// The task message that resumes a segment, built from the job's template.
-/// What a task does on starting, from its segment's record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OnStart {
-    /// Run the chunk: the ledger has not counted it (or is behind, or predates `counted_by`).
-    Run,
-    /// Delete the task without scanning: another message counted this chunk, or the ledger is
-    /// past the next one too. Whoever counted it goes on.
-    Drop,
-    /// This very message counted the chunk before and was delivered again (its worker died
-    /// before deleting it, perhaps before sending the continuation): go on from the ledger's
-    /// position without scanning the chunk again. `resume_key: None`: the segment is done.
-    Resume { resume_key: Option<Item> },
-}
-
-/// The start decision for the task of `chunk` delivered as `message_id` (see [`OnStart`]).
-pub fn on_start(record: &SegmentRecord, chunk: u32, message_id: &str) -> Result<OnStart, BoxError> {
-    if record.chunks <= chunk {
-        return Ok(OnStart::Run);
-    }
-    if record.chunks > chunk + 1 {
-        return Ok(OnStart::Drop);
-    }
-    Ok(match record.counted_by.as_deref() {
-        None => OnStart::Run,
-        Some(by) if by != message_id => OnStart::Drop,
-        Some(_) if record.status == status::DONE => OnStart::Resume { resume_key: None },
-        Some(_) => match record.resume_item()? {
-            Some(key) => OnStart::Resume {
-                resume_key: Some(key),
-            },
-            // Counted, not done, yet no key to go on from: let the chunk run again.
-            None => OnStart::Run,
-        },
-    })
-}
-
 pub fn resume_task(template: &str, resume: &Resume) -> Result<String, BoxError> {
     let mut task: HashMap<String, serde_json::Value> = serde_json::from_str(template)?;
     task.insert("current_segment".into(), resume.segment.into());
@@ -792,63 +810,6 @@ mod tests {
             heartbeat_at: 1000,
             ..SegmentRecord::default()
         }
-    }
-
-    #[test]
-    fn a_task_starts_from_what_the_ledger_holds() {
-        let record = |chunks, status: &str, by: Option<&str>, key: Option<&str>| SegmentRecord {
-            chunks,
-            status: status.into(),
-            counted_by: by.map(str::to_owned),
-            resume_key: key.map(str::to_owned),
-            ..SegmentRecord::default()
-        };
-        let key = r#"{"PK":{"S":"k"}}"#;
-        let decide = |r: &SegmentRecord, chunk| on_start(r, chunk, "m1").unwrap();
-        // Not counted yet, or the ledger is behind: run.
-        assert_eq!(
-            decide(&record(3, status::RUNNING, Some("m0"), Some(key)), 3),
-            OnStart::Run
-        );
-        assert_eq!(
-            decide(&record(1, status::RUNNING, Some("m0"), Some(key)), 3),
-            OnStart::Run
-        );
-        // Past the next chunk too: drop.
-        assert_eq!(
-            decide(&record(5, status::RUNNING, Some("m1"), Some(key)), 3),
-            OnStart::Drop
-        );
-        // Counted by another message: drop; by a record from before counted_by: run.
-        assert_eq!(
-            decide(&record(4, status::RUNNING, Some("m0"), Some(key)), 3),
-            OnStart::Drop
-        );
-        assert_eq!(
-            decide(&record(4, status::DONE, Some("m0"), None), 3),
-            OnStart::Drop
-        );
-        assert_eq!(
-            decide(&record(4, status::RUNNING, None, Some(key)), 3),
-            OnStart::Run
-        );
-        // Counted by this very message: go on from the ledger's key, or end.
-        let resumed = decide(&record(4, status::RUNNING, Some("m1"), Some(key)), 3);
-        let OnStart::Resume {
-            resume_key: Some(k),
-        } = resumed
-        else {
-            panic!("{resumed:?}")
-        };
-        assert_eq!(item::key_to_json(&k).to_string(), key);
-        assert_eq!(
-            decide(&record(4, status::DONE, Some("m1"), None), 3),
-            OnStart::Resume { resume_key: None }
-        );
-        assert_eq!(
-            decide(&record(4, status::RUNNING, Some("m1"), None), 3),
-            OnStart::Run
-        );
     }
 
     #[test]

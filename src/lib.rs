@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod budget;
+pub mod dedup;
 pub mod devkit;
 pub mod direct;
 pub mod enqueue;

@@ -199,6 +199,7 @@ fn main() -> ExitCode {
                 segments,
                 limit_of_rows,
                 job_id: job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                run_id: uuid::Uuid::new_v4().simple().to_string(),
                 options: scan.into_raw(),
                 read_units_per_second,
             };

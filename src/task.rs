@@ -19,6 +19,11 @@ pub const MAX_TOTAL_SEGMENTS: u32 = 1_000_000;
 pub const MAX_JOB_ID_LEN: usize = 128;
 /// Task bodies are tiny; anything this large is not a task (and would be costly to parse).
 pub const MAX_TASK_BYTES: usize = 64 * 1024;
+/// The highest `chunk` a task may carry. A segment is continued at most this many times (at the
+/// default 10,000 rows a chunk, ten trillion rows), and `chunk + 1` can never wrap.
+pub const MAX_CHUNK: u32 = 1_000_000_000;
+/// A run id or an origin message id: short and printable, like a job id.
+pub const MAX_ID_LEN: usize = 128;
 
 /// The task as it travels on the control queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +43,15 @@ pub struct TaskMessage {
     /// How many times this segment was continued (0 for the first task of a segment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<i64>,
+    /// Which run of the job this task belongs to: `enqueue` stamps a fresh one on every task
+    /// of a run, continuations carry it on. A task of chunk 0 without one is a run of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The message id of the task this message stands in for, when scanfleet sent it again
+    /// (handed back on its last receive, redriven from the dead-letter queue): it keeps that
+    /// task's claim on the chunk it counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_message_id: Option<String>,
     /// Scan `FilterExpression`: rows it rejects are read (and paid for) but not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_expression: Option<String>,
@@ -70,6 +84,10 @@ pub struct Task {
     pub job_id: Option<String>,
     pub exclusive_start_key: Option<HashMap<String, AttributeValue>>,
     pub chunk: u32,
+    /// The run this task belongs to (see [`TaskMessage::run_id`]).
+    pub run_id: Option<String>,
+    /// See [`TaskMessage::origin_message_id`].
+    pub origin_message_id: Option<String>,
     /// Filter, projection and read consistency of the scan.
     pub options: ScanOptions,
     /// The job's read budget (units per second), if it has one.
@@ -132,6 +150,16 @@ fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
 
 fn valid_job_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_JOB_ID_LEN && id.chars().all(|c| !c.is_control())
+}
+
+/// Run ids and origin message ids: ASCII letters, digits, `-` and `_` (SQS message ids and
+/// the ids `enqueue` makes are of that kind).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// What a task may touch: the table policy from `scan.*`.
@@ -223,9 +251,25 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
     };
     let chunk = match msg.chunk {
         None => 0,
-        Some(c) if (0..=i64::from(u32::MAX)).contains(&c) => c as u32,
-        Some(c) => return Err(out_of_range(format!("chunk must be ≥ 0, got {c}"))),
+        Some(c) if (0..=i64::from(MAX_CHUNK)).contains(&c) => c as u32,
+        Some(c) => {
+            return Err(out_of_range(format!(
+                "chunk must be 0..={MAX_CHUNK}, got {c}"
+            )));
+        }
     };
+    for (field, id) in [
+        ("run_id", &msg.run_id),
+        ("origin_message_id", &msg.origin_message_id),
+    ] {
+        if let Some(id) = id
+            && !valid_id(id)
+        {
+            return Err(out_of_range(format!(
+                "{field} must be 1..={MAX_ID_LEN} ASCII letters, digits, '-' or '_', got {id:?}"
+            )));
+        }
+    }
     let table = match msg.table {
         None => policy.default_table().to_owned(),
         Some(t) if policy.allows(&t) => t,
@@ -279,12 +323,55 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
         job_id: msg.job_id,
         exclusive_start_key,
         chunk,
+        run_id: msg.run_id,
+        origin_message_id: msg.origin_message_id,
         options,
         read_units_per_second,
     })
 }
 
 impl Task {
+    /// Which task this message is, across the copies scanfleet sends of it: the id of the
+    /// message it stands in for, or its own message id.
+    pub fn instance<'a>(&'a self, message_id: &'a str) -> &'a str {
+        self.origin_message_id.as_deref().unwrap_or(message_id)
+    }
+
+    /// The run this task belongs to: its `run_id`, or (for a first chunk sent without one, as a
+    /// hand-written producer sends it) a run of its own, named by its instance. `None`: a
+    /// continuation written before run ids existed.
+    pub fn run(&self, message_id: &str) -> Option<String> {
+        self.run_id
+            .clone()
+            .or_else(|| (self.chunk == 0).then(|| self.instance(message_id).to_owned()))
+    }
+
+    /// The task that goes on from `next`: the next chunk of the same run, a new task of its own
+    /// (no origin). Refused past [`MAX_CHUNK`].
+    pub fn continuation(
+        &self,
+        next: HashMap<String, AttributeValue>,
+        message_id: &str,
+    ) -> Result<Task, String> {
+        let chunk = self
+            .chunk
+            .checked_add(1)
+            .filter(|c| *c <= MAX_CHUNK)
+            .ok_or_else(|| {
+                format!(
+                    "segment {} has been continued {MAX_CHUNK} times, the most a task can carry (chunk); raise worker.checkpoint_rows",
+                    self.segment
+                )
+            })?;
+        Ok(Task {
+            exclusive_start_key: Some(next),
+            chunk,
+            run_id: self.run(message_id),
+            origin_message_id: None,
+            ..self.clone()
+        })
+    }
+
     /// The wire form of this task, e.g. for a continuation (with a new start key and chunk).
     pub fn to_message(&self) -> TaskMessage {
         let raw = self.options.to_raw();
@@ -296,6 +383,8 @@ impl Task {
             job_id: self.job_id.clone(),
             exclusive_start_key: self.exclusive_start_key.as_ref().map(item::key_to_json),
             chunk: (self.chunk > 0).then_some(i64::from(self.chunk)),
+            run_id: self.run_id.clone(),
+            origin_message_id: self.origin_message_id.clone(),
             filter_expression: raw.filter_expression,
             projection_expression: raw.projection_expression,
             expression_attribute_names: raw.expression_attribute_names,
@@ -304,6 +393,43 @@ impl Task {
             read_units_per_second: self.read_units_per_second,
         }
     }
+}
+
+/// The body of a task scanfleet sends (a continuation), refused when a worker would reject it
+/// as too large: the rest of its segment would then be lost to the dead-letter queue.
+pub fn body_of(message: &TaskMessage) -> Result<String, String> {
+    let body = serde_json::to_string(message).map_err(|e| format!("task message: {e}"))?;
+    if body.len() > MAX_TASK_BYTES {
+        return Err(format!(
+            "the continuation of segment {} would be {} bytes, more than the {MAX_TASK_BYTES} a task can be (its start key and expressions are too large)",
+            message.current_segment,
+            body.len()
+        ));
+    }
+    Ok(body)
+}
+
+/// The body of `body` (delivered as `message_id`) to send again as a new message that keeps
+/// the task's identity: `origin_message_id` names the task it stands in for and, for a first
+/// chunk without a `run_id`, `run_id` names the run it started (see [`Task::run`]). A body that
+/// is not a JSON object is returned as it is: it is no task, and its redelivery only takes it
+/// to the dead-letter queue with its reason.
+pub fn stamp_identity(body: &str, message_id: &str) -> String {
+    let Ok(mut object) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body)
+    else {
+        return body.to_owned();
+    };
+    let origin = match object.get("origin_message_id") {
+        Some(serde_json::Value::String(origin)) => origin.clone(),
+        _ => message_id.to_owned(),
+    };
+    let first_chunk = matches!(object.get("chunk"), None | Some(serde_json::Value::Null))
+        || object.get("chunk").and_then(|c| c.as_i64()) == Some(0);
+    if first_chunk && matches!(object.get("run_id"), None | Some(serde_json::Value::Null)) {
+        object.insert("run_id".into(), origin.clone().into());
+    }
+    object.insert("origin_message_id".into(), origin.into());
+    serde_json::to_string(&object).unwrap_or_else(|_| body.to_owned())
 }
 
 #[cfg(test)]
@@ -377,6 +503,8 @@ mod tests {
                 job_id: None,
                 exclusive_start_key: None,
                 chunk: 0,
+                run_id: None,
+                origin_message_id: None,
                 options: ScanOptions::default(),
                 read_units_per_second: None,
             }
@@ -602,5 +730,77 @@ mod tests {
             "x".repeat(MAX_JOB_ID_LEN + 1)
         );
         assert_eq!(rejected(&long_id).reason, OutOfRange);
+    }
+
+    #[test]
+    fn chunks_and_run_ids_are_bounded() {
+        let at = |chunk: i64| {
+            format!(r#"{{"current_segment":0,"total_segments":1,"job_id":"x","chunk":{chunk}}}"#)
+        };
+        assert_eq!(ok(&at(i64::from(MAX_CHUNK))).chunk, MAX_CHUNK);
+        // The edge of u32, which once wrapped to chunk 0 and ended the segment.
+        for bad in [i64::from(MAX_CHUNK) + 1, i64::from(u32::MAX)] {
+            let e = rejected(&at(bad));
+            assert_eq!(e.reason, RejectReason::OutOfRange);
+            assert!(e.detail.contains("chunk must be 0..=1000000000"), "{e}");
+        }
+        let t = ok(&at(i64::from(MAX_CHUNK) - 1));
+        let key = HashMap::from([("PK".to_owned(), AttributeValue::S("k".into()))]);
+        assert_eq!(t.continuation(key.clone(), "m").unwrap().chunk, MAX_CHUNK);
+        let last = ok(&at(i64::from(MAX_CHUNK)));
+        let e = last.continuation(key, "m").unwrap_err();
+        assert!(e.contains("raise worker.checkpoint_rows"), "{e}");
+        for field in ["run_id", "origin_message_id"] {
+            for bad in [
+                r#""""#.to_owned(),
+                r#""a b""#.to_owned(),
+                format!("{:?}", "r".repeat(129)),
+            ] {
+                let e = rejected(&format!(
+                    r#"{{"current_segment":0,"total_segments":1,"{field}":{bad}}}"#
+                ));
+                assert_eq!(e.reason, RejectReason::OutOfRange, "{field} {bad}");
+                assert!(e.detail.contains(field), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_task_knows_its_run_and_instance() {
+        let first = ok(r#"{"current_segment":0,"total_segments":2,"job_id":"j"}"#);
+        // Hand-written, without a run id: a run of its own, named by its message.
+        assert_eq!(first.run("m1").as_deref(), Some("m1"));
+        assert_eq!(first.instance("m1"), "m1");
+        let key = HashMap::from([("PK".to_owned(), AttributeValue::S("k".into()))]);
+        let next = first.continuation(key, "m1").unwrap();
+        assert_eq!((next.chunk, next.run_id.as_deref()), (1, Some("m1")));
+        assert_eq!(next.origin_message_id, None);
+        assert_eq!(next.run("m2").as_deref(), Some("m1"), "carried on");
+        // Sent again in its place: the same instance and run under a new message id.
+        let again = ok(&stamp_identity(
+            r#"{"current_segment":0,"total_segments":2,"job_id":"j"}"#,
+            "m1",
+        ));
+        assert_eq!(again.instance("m9"), "m1");
+        assert_eq!(again.run("m9").as_deref(), Some("m1"));
+        // A continuation keeps its run; an existing origin is kept through a second resend.
+        let body = serde_json::to_string(&next.to_message()).unwrap();
+        let twice = stamp_identity(&stamp_identity(&body, "m2"), "m3");
+        let twice = ok(&twice);
+        assert_eq!(twice.instance("m4"), "m2");
+        assert_eq!(twice.run("m4").as_deref(), Some("m1"));
+        assert_eq!(stamp_identity("not json", "m1"), "not json");
+    }
+
+    #[test]
+    fn a_continuation_too_large_for_a_task_is_refused_before_sending() {
+        let t = ok(r#"{"current_segment":0,"total_segments":1}"#);
+        let key = HashMap::from([(
+            "PK".to_owned(),
+            AttributeValue::S("k".repeat(MAX_TASK_BYTES)),
+        )]);
+        let next = t.continuation(key, "m").unwrap();
+        let e = body_of(&next.to_message()).unwrap_err();
+        assert!(e.contains("more than the 65536 a task can be"), "{e}");
     }
 }

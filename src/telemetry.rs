@@ -364,6 +364,26 @@ pub fn task_sent_again(message_id: &str, receive_count: u32) {
     );
 }
 
+/// A task of another run of its job than the one its segment's ledger record counts: the
+/// segment starts over for the new run (the job was sent again).
+pub fn new_run(message_id: &str, task: &Task, ledger_run: Option<&str>, run: Option<&str>) {
+    info!(
+        message_id,
+        job_id = task.job_id.as_deref().unwrap_or_default(),
+        segment = task.segment,
+        chunk = task.chunk,
+        ledger_run = ledger_run.unwrap_or("(none)"),
+        run = run.unwrap_or("(none)"),
+        "a new run of the job: its segment starts over in the ledger"
+    );
+}
+
+/// A task whose future panicked and whose body does not parse as a task (which cannot happen:
+/// the panic came after parsing); it is released like a failure.
+pub fn task_panicked_unparsed(message_id: &str, err: &dyn std::error::Error) {
+    error!(message_id, error = %err, "task failed");
+}
+
 pub fn duplicate_chunk(message_id: &str, task: &Task, ledger_chunks: u32, action: &'static str) {
     counter!(names::DUPLICATE_CHUNKS).increment(1);
     info!(

@@ -1,5 +1,6 @@
 //! The worker loop: receive tasks, run them concurrently, acknowledge only after success.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::ledger::{self, ChunkReport, Ledger, OnStart, Recorded};
+use futures::FutureExt;
+
+use crate::dedup::{self, Decision};
+use crate::ledger::{self, ChunkReport, Ledger, Recorded};
 use crate::pipeline::{self, End, Output};
 use crate::retry;
 use crate::settings::{ScanSettings, Settings};
@@ -90,6 +94,7 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(settings.worker.concurrency as usize));
     let tracker = TaskTracker::new();
     let mut backoff = retry::receive_backoff();
+    let mut empty_backoff = retry::receive_backoff();
     let watcher = tokio::spawn(watch_control_queue(shared.clone(), shutdown.clone()));
     // The drain timeout counts from the signal, not from the end of the long poll that may be
     // in progress: tasks start checkpointing at once, so the poll (at most wait_time_seconds)
@@ -140,19 +145,33 @@ pub async fn run(
                 if !shutdown.is_cancelled() {
                     health.ready.store(true, Ordering::Relaxed);
                 }
+                if messages.is_empty() {
+                    // A long poll waits on SQS's side; a short one (wait_time_seconds = 0)
+                    // returns at once, and would spin on an empty queue without a pause.
+                    let pause = empty_receive_pause(wait, &mut empty_backoff);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+                empty_backoff = retry::receive_backoff();
                 for message in messages {
-                    let permit = permits
-                        .pop()
-                        .expect("received at most one message per permit");
-                    if shutdown.is_cancelled() {
-                        let delivery = Delivery {
-                            id: message.message_id().unwrap_or_default(),
-                            receipt: message.receipt_handle().unwrap_or_default(),
-                            receive_count: sqs::receive_count(&message),
-                        };
-                        hand_back(&shared, &delivery, message.body().unwrap_or_default()).await;
-                    } else {
-                        tracker.spawn(run_task(shared.clone(), message, permit));
+                    // Never more tasks than free slots: an answer holding more messages than
+                    // asked for (SQS never sends one) has the extra ones handed back.
+                    let permit = permits.pop();
+                    match permit {
+                        Some(permit) if !shutdown.is_cancelled() => {
+                            tracker.spawn(run_task(shared.clone(), message, permit));
+                        }
+                        _ => {
+                            let delivery = Delivery {
+                                id: message.message_id().unwrap_or_default(),
+                                receipt: message.receipt_handle().unwrap_or_default(),
+                                receive_count: sqs::receive_count(&message),
+                            };
+                            hand_back(&shared, &delivery, message.body().unwrap_or_default()).await;
+                        }
                     }
                 }
             }
@@ -202,6 +221,16 @@ async fn watch_control_queue(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
+/// How long to wait before the next receive after an empty one: nothing after a long poll
+/// (it already waited on SQS's side), a growing pause after a short one.
+fn empty_receive_pause(wait: Duration, backoff: &mut impl Iterator<Item = Duration>) -> Duration {
+    if wait.is_zero() {
+        backoff.next().unwrap_or(Duration::from_secs(1))
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// `hostname-pid`: which process ran a segment, as the ledger reports it.
 fn worker_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -216,7 +245,9 @@ fn worker_id() -> String {
 /// Makes a task available again at once, for another worker, at shutdown. Released on its last
 /// allowed receive, the task would go to the dead-letter queue at its next receive though nothing
 /// failed (workers stopping, as KEDA scales in, is no fault of the task's), so then it is sent
-/// again as a new message, with a fresh receive count, and this one deleted.
+/// again as a new message, with a fresh receive count, and this one deleted. The new message
+/// names this one as its origin (see [`task::stamp_identity`]), so it keeps this task's claim on
+/// a chunk it counted.
 async fn hand_back(shared: &Shared, delivery: &Delivery<'_>, body: &str) {
     let Delivery {
         id,
@@ -224,7 +255,11 @@ async fn hand_back(shared: &Shared, delivery: &Delivery<'_>, body: &str) {
         receive_count,
     } = *delivery;
     if shared.last_receive(receive_count) {
-        match shared.control.send_body(body).await {
+        match shared
+            .control
+            .send_body(&task::stamp_identity(body, id))
+            .await
+        {
             Ok(()) => {
                 telemetry::task_sent_again(id, receive_count);
                 if let Err(e) = shared.control.delete(receipt).await {
@@ -240,102 +275,179 @@ async fn hand_back(shared: &Shared, delivery: &Delivery<'_>, body: &str) {
     release(&shared.control, id, receipt, Duration::ZERO).await;
 }
 
+/// Runs one received task to its end. A panic anywhere in it (none is known: this is the last
+/// line of defence) is caught here and treated as a failure of the task, so the slot, the
+/// in-flight gauge and the message are never lost with it.
 async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphorePermit) {
-    let started = Instant::now();
-    let id = message.message_id().unwrap_or_default().to_owned();
-    let receipt = message.receipt_handle().unwrap_or_default().to_owned();
-    let receive_count = sqs::receive_count(&message);
-    telemetry::task_received(&id, receive_count);
+    let id = message.message_id().unwrap_or_default();
+    let receipt = message.receipt_handle().unwrap_or_default();
+    let body = message.body().unwrap_or_default();
     let delivery = Delivery {
-        id: &id,
-        receipt: &receipt,
-        receive_count,
+        id,
+        receipt,
+        receive_count: sqs::receive_count(&message),
     };
-
-    let task = match task::parse(message.body().unwrap_or_default(), &shared.scan) {
-        Ok(task) => task,
-        Err(rejection) => {
-            telemetry::task_rejected(&id, receive_count, &rejection);
-            let dead = shared.last_receive(receive_count);
-            if dead {
-                telemetry::task_dead_lettered(&id, Some(&rejection));
+    telemetry::task_received(id, delivery.receive_count);
+    let handled = AssertUnwindSafe(handle_task(&shared, &delivery, body))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = handled {
+        let error = TaskPanicked(panic_text(panic.as_ref()));
+        match task::parse(body, &shared.scan) {
+            Ok(task) => fail(&shared, &delivery, &task, &error).await,
+            Err(_) => {
+                telemetry::task_panicked_unparsed(id, &error);
+                let delay = retry::release_delay(delivery.receive_count);
+                release(&shared.control, id, receipt, delay).await;
             }
-            if let Some((job, segment)) = &rejection.job_segment {
-                let error = format!(
-                    "rejected ({}): {}",
-                    rejection.reason.label(),
-                    rejection.detail
-                );
-                record_failure(&shared, "rejection", job, *segment, &error, dead).await;
-            }
-            // Not deleted: released after a short, growing delay so the queue's redrive policy
-            // moves it to the dead-letter queue after maxReceiveCount receives.
-            let delay = retry::release_delay(receive_count);
-            release(&shared.control, &id, &receipt, delay).await;
-            return;
         }
-    };
+    }
+}
 
-    telemetry::task_started(&id, &task);
+/// A task's future panicked; the text of the panic.
+#[derive(Debug, thiserror::Error)]
+#[error("the task panicked: {0}")]
+struct TaskPanicked(String);
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Counts the task in flight from its start to its end, however it ends (a panic included).
+struct InFlight;
+
+impl InFlight {
+    fn start(id: &str, task: &Task) -> Self {
+        telemetry::task_started(id, task);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        telemetry::task_ended();
+    }
+}
+
+async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) {
+    let started = Instant::now();
+    let Delivery { id, receipt, .. } = *delivery;
+    let task = match task::parse(body, &shared.scan) {
+        Ok(task) => task,
+        Err(rejection) => return reject(shared, delivery, &rejection).await,
+    };
+    let _in_flight = InFlight::start(id, &task);
+    // The heartbeat runs beside the task from here until it is settled: while the chunk runs,
+    // and while it is recorded and its continuation sent.
+    let _heartbeat = Heartbeat::start(shared, receipt, id, &task);
+    let claim_run = task.run(id);
+    let claim = dedup::Claim {
+        chunk: task.chunk,
+        run: claim_run.as_deref(),
+        instance: task.instance(id),
+    };
     let ledger = shared.ledger.as_ref().zip(task.job_id.as_deref());
     if let Some((ledger, job)) = ledger {
-        if start_from_ledger(&shared, ledger, job, &delivery, &task, started).await {
-            telemetry::task_ended();
+        if start_from_ledger(shared, ledger, job, delivery, &task, claim, started).await {
             return;
         }
-        if let Err(e) = ledger.segment_started(&task, job, &shared.worker_id).await {
+        if let Err(e) = ledger
+            .segment_started(&task, job, &shared.worker_id, claim.run)
+            .await
+        {
             telemetry::ledger_error("start", job, task.segment as u32, e.as_ref());
         }
     }
-    let result = with_heartbeat(&shared, &id, &receipt, &task).await;
-    let result = match (result, ledger) {
-        (Some(Ok(outcome)), Some((ledger, job))) if outcome.end != End::NothingDone => {
-            Some(record_chunk(&shared, ledger, job, &id, &task, outcome, started).await)
-        }
-        (result, _) => result.map(|r| r.map(|o| (o, false))),
+    let result = match run_chunk(shared, &task).await {
+        None => None,
+        Some(Ok(outcome)) if outcome.end != End::NothingDone => Some(match ledger {
+            Some((ledger, job)) => {
+                record_chunk(shared, ledger, job, &task, claim, outcome, started).await
+            }
+            None => Ok(Settle::Own(outcome)),
+        }),
+        Some(result) => Some(result.map(Settle::Own)),
     };
-    let body = message.body().unwrap_or_default();
     match result {
         None => {
-            telemetry::task_handed_back(&id, &task);
-            hand_back(&shared, &delivery, body).await;
+            telemetry::task_handed_back(id, &task);
+            hand_back(shared, delivery, body).await;
         }
-        Some(Ok((_, true))) => {
-            // The ledger is already past this chunk's continuation: nothing left to do.
-            if let Err(e) = shared.control.delete(&receipt).await {
-                telemetry::ack_failed(&id, "delete", &e);
+        Some(Ok(Settle::Delete)) => {
+            // The ledger is past this chunk: another copy of the task goes on.
+            if let Err(e) = shared.control.delete(receipt).await {
+                telemetry::ack_failed(id, "delete", &e);
             }
         }
-        Some(Ok((outcome, false))) => match outcome.end {
-            End::Finished => match shared.control.delete(&receipt).await {
-                Ok(()) => telemetry::task_completed(&id, &task, outcome.rows, started.elapsed()),
+        Some(Ok(Settle::Own(outcome))) => match outcome.end {
+            End::Finished => match shared.control.delete(receipt).await {
+                Ok(()) => telemetry::task_completed(id, &task, outcome.rows, started.elapsed()),
                 // The rows are out; the task will be redelivered and its chunk repeated.
-                Err(e) => telemetry::ack_failed(&id, "delete", &e),
+                Err(e) => telemetry::ack_failed(id, "delete", &e),
             },
             End::Checkpoint(next) => {
-                checkpoint(&shared, &delivery, &task, next, outcome.rows, started).await
+                checkpoint(shared, delivery, &task, next, outcome.rows, started).await
             }
             End::NothingDone => {
-                telemetry::task_handed_back(&id, &task);
-                hand_back(&shared, &delivery, body).await;
+                telemetry::task_handed_back(id, &task);
+                hand_back(shared, delivery, body).await;
             }
         },
-        Some(Err(e)) => fail(&shared, &delivery, &task, e.as_ref()).await,
+        Some(Err(e)) => fail(shared, delivery, &task, e.as_ref()).await,
     }
-    telemetry::task_ended();
 }
 
-/// Settles a task the ledger says needs no scan (see [`ledger::on_start`]): a copy of a chunk
-/// another message counted is deleted; this very message, delivered again after it counted its
+/// An invalid task: counted, recorded in the ledger when it names a job and segment, and
+/// released (not deleted) after a short, growing delay, so the queue's redrive policy moves it
+/// to the dead-letter queue after maxReceiveCount receives.
+async fn reject(shared: &Shared, delivery: &Delivery<'_>, rejection: &task::Rejection) {
+    let Delivery {
+        id,
+        receipt,
+        receive_count,
+    } = *delivery;
+    telemetry::task_rejected(id, receive_count, rejection);
+    let dead = shared.last_receive(receive_count);
+    if dead {
+        telemetry::task_dead_lettered(id, Some(rejection));
+    }
+    if let Some((job, segment)) = &rejection.job_segment {
+        let error = format!(
+            "rejected ({}): {}",
+            rejection.reason.label(),
+            rejection.detail
+        );
+        record_failure(shared, "rejection", job, *segment, &error, dead).await;
+    }
+    let delay = retry::release_delay(receive_count);
+    release(&shared.control, id, receipt, delay).await;
+}
+
+/// How a chunk that ran is settled.
+enum Settle {
+    /// With this run's own outcome: delete when finished, or send its continuation.
+    Own(pipeline::Outcome),
+    /// Only delete the task: the ledger says another copy goes on (or the segment is done).
+    Delete,
+}
+
+/// Settles a task the ledger says needs no scan (see [`dedup::decide`]): a copy of a chunk
+/// another instance counted is deleted; this very instance, delivered again after it counted its
 /// chunk, sends the continuation from the ledger's key (or, the segment being done, is deleted)
-/// instead of scanning the chunk again. `true`: settled. A ledger that cannot be read leaves the
-/// decision to the chunk's record, as before.
+/// instead of scanning the chunk again; a task of a new run starts the segment's record over
+/// and runs. `true`: settled. A ledger that cannot be read leaves the decision to the chunk's
+/// record, as before.
 async fn start_from_ledger(
     shared: &Shared,
     ledger: &Ledger,
     job: &str,
     delivery: &Delivery<'_>,
     task: &Task,
+    claim: dedup::Claim<'_>,
     started: Instant,
 ) -> bool {
     let segment = task.segment as u32;
@@ -347,7 +459,7 @@ async fn start_from_ledger(
             return false;
         }
     };
-    let decision = match ledger::on_start(&record, task.chunk, delivery.id) {
+    let decision = match dedup::decide(&record, claim) {
         Ok(decision) => decision,
         Err(e) => {
             telemetry::ledger_error("start", job, segment, e.as_ref());
@@ -356,16 +468,26 @@ async fn start_from_ledger(
     };
     let (id, receipt) = (delivery.id, delivery.receipt);
     match decision {
-        OnStart::Run => return false,
-        OnStart::Resume {
+        Decision::Run => return false,
+        Decision::NewRun => {
+            telemetry::new_run(id, task, record.run_id.as_deref(), claim.run);
+            if let Err(e) = ledger
+                .segment_new_run(task, job, &shared.worker_id, claim.run)
+                .await
+            {
+                telemetry::ledger_error("start", job, segment, e.as_ref());
+            }
+            return false;
+        }
+        Decision::Resume {
             resume_key: Some(key),
         } => {
             telemetry::duplicate_chunk(id, task, record.chunks, "continued from the ledger");
             checkpoint(shared, delivery, task, key, 0, started).await;
             return true;
         }
-        OnStart::Drop => telemetry::duplicate_chunk(id, task, record.chunks, "dropped"),
-        OnStart::Resume { resume_key: None } => {
+        Decision::Drop => telemetry::duplicate_chunk(id, task, record.chunks, "dropped"),
+        Decision::Resume { resume_key: None } => {
             telemetry::duplicate_chunk(id, task, record.chunks, "segment already done")
         }
     }
@@ -433,19 +555,17 @@ struct Delivery<'a> {
 }
 
 /// Counts a finished chunk in the ledger, before its continuation is sent (so the ledger is
-/// never behind the queue). When the ledger had already counted it — a redelivered or
-/// duplicated task — the segment goes on from the ledger's position, not this run's, so the
-/// counts stay exact; `true` means the ledger is already past the next chunk too, and the
-/// task only needs deleting.
+/// never behind the queue). When the ledger refuses the count, the record it holds decides,
+/// by the same rule as at the task's start ([`after_refused_count`]).
 async fn record_chunk(
     shared: &Shared,
     ledger: &Ledger,
     job: &str,
-    id: &str,
     task: &Task,
+    claim: dedup::Claim<'_>,
     mut outcome: pipeline::Outcome,
     started: Instant,
-) -> Result<(pipeline::Outcome, bool), BoxError> {
+) -> Result<Settle, BoxError> {
     let next = match &outcome.end {
         End::Checkpoint(key) => Some(key),
         _ => None,
@@ -456,53 +576,50 @@ async fn record_chunk(
         read_units: outcome.read_units,
         duration: started.elapsed(),
         next,
-        message_id: id,
+        instance: claim.instance,
+        run: claim.run,
     };
-    match ledger
+    let record = match ledger
         .record_chunk(task, job, &shared.worker_id, &report)
         .await
     {
-        Ok(Recorded::Counted) => Ok((outcome, false)),
-        Ok(Recorded::Already {
-            chunks,
-            counted_by: Some(by),
-            ..
-        }) if chunks == task.chunk + 1 && by != id => {
-            // Another message counted this chunk: a second copy of this task, ran side by side
-            // with it (a continuation is sent twice when a worker dies between sending it and
-            // deleting its own task). The copy that counted the chunk sends the continuation;
-            // this one only deletes itself, so the copies do not both go on to the end of the
-            // segment. (Only the same message, redelivered, goes on from the ledger below.)
-            telemetry::duplicate_chunk(id, task, chunks, "dropped: another copy counted it");
-            Ok((outcome, true))
-        }
-        Ok(Recorded::Already {
-            chunks,
-            done,
-            resume_key,
-            ..
-        }) if chunks == task.chunk + 1 => {
-            telemetry::duplicate_chunk(id, task, chunks, "continue from the ledger");
-            outcome.end = match (done, resume_key) {
-                (false, Some(key)) => End::Checkpoint(key),
-                _ => End::Finished,
-            };
-            Ok((outcome, false))
-        }
-        Ok(Recorded::Already { chunks, .. }) if chunks > task.chunk + 1 => {
-            telemetry::duplicate_chunk(id, task, chunks, "dropped");
-            Ok((outcome, true))
-        }
-        Ok(Recorded::Already { chunks, .. }) => {
-            // The ledger is behind this task (it was configured mid-job): go on uncounted.
-            telemetry::duplicate_chunk(id, task, chunks, "ledger behind; not counted");
-            Ok((outcome, false))
-        }
+        Ok(Recorded::Counted) => return Ok(Settle::Own(outcome)),
+        Ok(Recorded::Refused(record)) => record,
         Err(e) => {
             telemetry::ledger_error("chunk", job, task.segment as u32, e.as_ref());
-            Err(e)
+            return Err(e);
         }
-    }
+    };
+    let id = claim.instance;
+    Ok(match after_refused_count(&record, claim)? {
+        Decision::Run | Decision::NewRun => {
+            // The ledger is behind this task (configured mid-job) or another run took the
+            // segment over meanwhile: go on uncounted, from this run's own position.
+            telemetry::duplicate_chunk(id, task, record.chunks, "not counted; going on");
+            Settle::Own(outcome)
+        }
+        Decision::Drop => {
+            telemetry::duplicate_chunk(id, task, record.chunks, "dropped: counted by a copy");
+            Settle::Delete
+        }
+        Decision::Resume { resume_key } => {
+            telemetry::duplicate_chunk(id, task, record.chunks, "continue from the ledger");
+            outcome.end = match resume_key {
+                Some(key) => End::Checkpoint(key),
+                None => End::Finished,
+            };
+            Settle::Own(outcome)
+        }
+    })
+}
+
+/// What a chunk whose count the ledger refused does: exactly what a task of that chunk would
+/// do on starting with that record ([`dedup::decide`]), so the two moments never disagree.
+pub fn after_refused_count(
+    record: &ledger::SegmentRecord,
+    claim: dedup::Claim<'_>,
+) -> Result<Decision, BoxError> {
+    dedup::decide(record, claim)
 }
 
 /// Records the position reached: sends the continuation task, *then* deletes this one.
@@ -519,15 +636,17 @@ async fn checkpoint(
     started: Instant,
 ) {
     let Delivery { id, receipt, .. } = *delivery;
-    let continuation = Task {
-        exclusive_start_key: Some(next),
-        chunk: task.chunk + 1,
-        ..task.clone()
+    let body = task
+        .continuation(next, id)
+        .and_then(|continuation| task::body_of(&continuation.to_message()));
+    let sent: Result<(), BoxError> = match body {
+        Ok(body) => shared.control.send_body(body).await.map_err(BoxError::from),
+        Err(e) => Err(e.into()),
     };
-    if let Err(e) = shared.control.send(&continuation.to_message()).await {
+    if let Err(e) = sent {
         // Without the continuation the task must stay: a failure like any other, so the chunk
         // is redone.
-        fail(shared, delivery, task, &e).await;
+        fail(shared, delivery, task, e.as_ref()).await;
         return;
     }
     match shared.control.delete(receipt).await {
@@ -536,40 +655,79 @@ async fn checkpoint(
     }
 }
 
-/// Runs the chunk while extending the task's visibility every third of the timeout, so it
-/// is never handed to a second worker while this one is still on it. `None`: stopped hard
-/// (drain timeout passed) with nothing recorded.
-async fn with_heartbeat(
-    shared: &Shared,
-    id: &str,
-    receipt: &str,
-    task: &Task,
-) -> Option<Result<pipeline::Outcome, BoxError>> {
-    let work = async {
-        pipeline::run_segment(&shared.output, task, &shared.drain)
-            .await
-            .map_err(BoxError::from)
-    };
-    tokio::pin!(work);
-    let period = shared.visibility / 3;
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
-        tokio::select! {
-            // `biased`: a chunk that finished as the hard stop fired is still recorded (its
-            // rows were all accepted), rather than handed back to be published again.
-            biased;
-            result = &mut work => return Some(result),
-            () = shared.hard_stop.cancelled() => return None,
-            _ = beat.tick() => {
-                let r = shared.control.set_visibility(receipt, shared.visibility).await;
-                telemetry::heartbeat(r.as_ref().map(|_| ()).map_err(|e| e as &dyn std::error::Error), id);
-                if let (Some(ledger), Some(job)) = (&shared.ledger, task.job_id.as_deref())
-                    && let Err(e) = ledger.heartbeat(task, job, &shared.worker_id).await
+/// Runs the chunk until it ends or the hard stop fires. `None`: stopped hard (drain timeout
+/// passed) with nothing recorded.
+async fn run_chunk(shared: &Shared, task: &Task) -> Option<Result<pipeline::Outcome, BoxError>> {
+    tokio::select! {
+        // `biased`: a chunk that finished as the hard stop fired is still recorded (its
+        // rows were all accepted), rather than handed back to be published again.
+        biased;
+        result = pipeline::run_segment(&shared.output, task, &shared.drain) => {
+            Some(result.map_err(BoxError::from))
+        }
+        () = shared.hard_stop.cancelled() => None,
+    }
+}
+
+/// Extends a running task's visibility every third of the timeout, so it is never handed to a
+/// second worker while this one is still on it, and writes the ledger's sign of life. It runs
+/// as a task of its own: a slow or hung `ChangeMessageVisibility` or ledger write never holds
+/// up the chunk. Stopped when dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(shared: &Arc<Shared>, receipt: &str, id: &str, task: &Task) -> Self {
+        let (shared, receipt, id) = (shared.clone(), receipt.to_owned(), id.to_owned());
+        let job = task.job_id.clone();
+        let task = task.clone();
+        let period = shared.visibility / 3;
+        Self(tokio::spawn(beat_every(period, move || {
+            let (shared, receipt, id, job, task) = (
+                shared.clone(),
+                receipt.clone(),
+                id.clone(),
+                job.clone(),
+                task.clone(),
+            );
+            async move {
+                let r = shared
+                    .control
+                    .set_visibility(&receipt, shared.visibility)
+                    .await;
+                telemetry::heartbeat(
+                    r.as_ref()
+                        .map(|_| ())
+                        .map_err(|e| e as &dyn std::error::Error),
+                    &id,
+                );
+                if let (Some(ledger), Some(job)) = (&shared.ledger, job.as_deref())
+                    && let Err(e) = ledger.heartbeat(&task, job, &shared.worker_id).await
                 {
                     telemetry::ledger_error("heartbeat", job, task.segment as u32, e.as_ref());
                 }
             }
-        }
+        })))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Calls `beat` every `period`, the first one `period` from now, one at a time (a beat that
+/// takes longer delays the next, it never piles them up).
+async fn beat_every<F, Fut>(period: Duration, beat: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        beat().await;
     }
 }
 

@@ -188,6 +188,8 @@ fn task() -> Task {
         job_id: None,
         exclusive_start_key: None,
         chunk: 0,
+        run_id: None,
+        origin_message_id: None,
         options: Default::default(),
         read_units_per_second: None,
     }
