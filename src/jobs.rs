@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use crate::ledger::{self, BoxError, Ledger, Summary};
+use crate::ledger::{self, BoxError, Ledger, LeftAlone, Summary};
 use crate::sqs;
 
 /// How often `--wait` reads the ledger.
@@ -76,6 +76,14 @@ pub async fn wait(ledger: &Ledger, job: &str, every: Duration) -> Result<Summary
     }
 }
 
+/// Time between the two reads of the control queue's counts that confirm it empty. SQS's
+/// counts are approximate (a message just sent or just received may be missing from one
+/// read); two reads of zero this far apart ride over that.
+pub const CONFIRM_EMPTY_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Up to this many done segments are named one per line; more are reported as a count.
+const DONE_NAMED_UP_TO: usize = 10;
+
 /// What `reconcile` did.
 #[derive(Debug, Default)]
 pub struct Reconciled {
@@ -83,6 +91,65 @@ pub struct Reconciled {
     pub redriven: Vec<u32>,
     /// Segments re-enqueued from the ledger's position: `(segment, chunk)`.
     pub reenqueued: Vec<(u32, u32)>,
+    /// Every other segment, with why it was left alone.
+    pub left_alone: Vec<(u32, LeftAlone)>,
+}
+
+impl Reconciled {
+    /// The report `reconcile` prints: one line per segment acted on or left alone (done
+    /// segments as a count when there are more than [`DONE_NAMED_UP_TO`]), then, if nothing
+    /// was put back, a last line saying why.
+    pub fn render(&self) -> String {
+        let mut lines = Vec::new();
+        for seg in &self.redriven {
+            lines.push(format!(
+                "segment {seg}: task moved back from the dead-letter queue"
+            ));
+        }
+        for (seg, chunk) in &self.reenqueued {
+            lines.push(format!("segment {seg}: re-enqueued at chunk {chunk}"));
+        }
+        let done: Vec<u32> = self
+            .left_alone
+            .iter()
+            .filter(|(_, why)| *why == LeftAlone::Done)
+            .map(|(seg, _)| *seg)
+            .collect();
+        if done.len() > DONE_NAMED_UP_TO {
+            lines.push(format!("{} segments left alone: done", done.len()));
+        }
+        let (mut running, mut not_started) = (0, 0);
+        for (seg, why) in &self.left_alone {
+            match why {
+                LeftAlone::Done if done.len() <= DONE_NAMED_UP_TO => {
+                    lines.push(format!("segment {seg}: left alone, done"));
+                }
+                LeftAlone::Done | LeftAlone::Redriven => {}
+                LeftAlone::Running { seconds_ago } => {
+                    running += 1;
+                    lines.push(format!(
+                        "segment {seg}: left alone, running, last sign of life {seconds_ago} s ago"
+                    ));
+                }
+                LeftAlone::NotStarted => {
+                    not_started += 1;
+                    lines.push(format!(
+                        "segment {seg}: left alone, not started, the control queue not yet confirmed empty"
+                    ));
+                }
+            }
+        }
+        if self.redriven.is_empty() && self.reenqueued.is_empty() {
+            lines.push(if running + not_started == 0 {
+                "nothing to reconcile: every segment is done".to_owned()
+            } else {
+                format!(
+                    "nothing re-enqueued: {running} segments running, {not_started} not started while the control queue holds tasks"
+                )
+            });
+        }
+        lines.into_iter().map(|l| l + "\n").collect()
+    }
 }
 
 pub struct ReconcileOptions<'a> {
@@ -96,41 +163,52 @@ pub struct ReconcileOptions<'a> {
 
 /// Puts the job's unfinished segments back on the control queue: first its tasks in the DLQ
 /// (if asked), then, from the ledger's position, every other segment that is neither done nor
-/// in flight.
+/// in flight (see [`ledger::to_reconcile`]).
+///
+/// The control queue is read twice, [`CONFIRM_EMPTY_INTERVAL`] apart, before the ledger is
+/// read: with no message visible, in flight or delayed at both reads, no segment that the
+/// ledger then shows as never started has a task anywhere, so it is re-enqueued at once.
 pub async fn reconcile(
     ledger: &Ledger,
     sqs_client: &aws_sdk_sqs::Client,
     job: &str,
     opts: &ReconcileOptions<'_>,
 ) -> Result<Reconciled, BoxError> {
-    let (record, segments) = ledger.job(job).await?;
-    if !opts.force {
-        let depth = sqs::queue_depth(sqs_client, opts.control_url).await?;
-        if depth > 0 {
+    let mut queue_empty = true;
+    for read in 0..2 {
+        if read > 0 {
+            tokio::time::sleep(CONFIRM_EMPTY_INTERVAL).await;
+        }
+        let depth = sqs::unfinished_messages(sqs_client, opts.control_url).await?;
+        if depth > 0 && !opts.force {
             return Err(format!(
-                "the control queue holds {depth} tasks (visible or in flight); this job's may be among them and would be run twice. Wait until it is empty, or pass --force"
+                "the control queue holds {depth} tasks (visible, in flight or delayed); this job's may be among them and would be run twice. Wait until it is empty, or pass --force"
             )
             .into());
         }
+        queue_empty &= depth == 0;
     }
+    let (record, segments) = ledger.job(job).await?;
     let mut done = Reconciled::default();
     if let Some(dlq) = opts.redrive_from {
         done.redriven = redrive(sqs_client, dlq, opts.control_url, job).await?;
     }
     let skip: HashSet<u32> = done.redriven.iter().copied().collect();
-    let resumes = ledger::to_reconcile(
+    let plan = ledger::to_reconcile(
         &record,
         &segments,
         ledger::now_secs(),
         opts.stale_seconds,
+        queue_empty,
         &skip,
     );
-    let mut bodies = Vec::with_capacity(resumes.len());
-    for r in &resumes {
+    let mut bodies = Vec::with_capacity(plan.resumes.len());
+    for r in &plan.resumes {
         bodies.push(ledger::resume_task(&record.task_template, r)?);
         done.reenqueued.push((r.segment, r.chunk));
     }
     sqs::send_tasks(sqs_client, opts.control_url, &bodies).await?;
+    done.left_alone = plan.left_alone;
     Ok(done)
 }
 
@@ -195,4 +273,62 @@ async fn redrive(
     moved.sort_unstable();
     moved.dedup();
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reconcile_report_names_every_segment_left_alone() {
+        let r = Reconciled {
+            redriven: vec![],
+            reenqueued: vec![(1, 0)],
+            left_alone: vec![
+                (0, LeftAlone::Done),
+                (2, LeftAlone::Running { seconds_ago: 12 }),
+                (3, LeftAlone::NotStarted),
+            ],
+        };
+        assert_eq!(
+            r.render(),
+            "segment 1: re-enqueued at chunk 0\n\
+             segment 0: left alone, done\n\
+             segment 2: left alone, running, last sign of life 12 s ago\n\
+             segment 3: left alone, not started, the control queue not yet confirmed empty\n"
+        );
+        // Nothing put back while segments may be in flight: never "every segment is done".
+        let waiting = Reconciled {
+            left_alone: vec![(0, LeftAlone::Done), (1, LeftAlone::NotStarted)],
+            ..Reconciled::default()
+        };
+        let text = waiting.render();
+        assert!(!text.contains("every segment is done"), "{text}");
+        assert!(
+            text.ends_with("nothing re-enqueued: 0 segments running, 1 not started while the control queue holds tasks\n"),
+            "{text}"
+        );
+        // Many done segments are a count; the others are still named.
+        let many = Reconciled {
+            left_alone: (0..20)
+                .map(|s| (s, LeftAlone::Done))
+                .chain([(20, LeftAlone::Running { seconds_ago: 1 })])
+                .collect(),
+            ..Reconciled::default()
+        };
+        let text = many.render();
+        assert!(text.starts_with("20 segments left alone: done\n"), "{text}");
+        assert!(!text.contains("segment 3:"), "{text}");
+        assert!(text.contains("segment 20: left alone, running"), "{text}");
+        let all_done = Reconciled {
+            redriven: vec![],
+            reenqueued: vec![],
+            left_alone: (0..3).map(|s| (s, LeftAlone::Done)).collect(),
+        };
+        assert!(
+            all_done
+                .render()
+                .ends_with("nothing to reconcile: every segment is done\n")
+        );
+    }
 }

@@ -411,19 +411,49 @@ pub async fn queue_attribute(
 /// not finished yet.
 pub async fn queue_depth(client: &Client, url: &str) -> Result<u64, AttributesError> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
+    count_sum(
+        client,
+        url,
+        &[
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ],
+    )
+    .await
+}
+
+/// Visible, in-flight and delayed messages (SQS's approximate counts): whether any task may
+/// still wait in the queue or be held by a worker. `reconcile` reads it before it trusts the
+/// ledger's "never started".
+pub async fn unfinished_messages(client: &Client, url: &str) -> Result<u64, AttributesError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    count_sum(
+        client,
+        url,
+        &[
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+            A::ApproximateNumberOfMessagesDelayed,
+        ],
+    )
+    .await
+}
+
+/// The sum of some of a queue's count attributes (a count it does not return is 0).
+async fn count_sum(
+    client: &Client,
+    url: &str,
+    names: &[aws_sdk_sqs::types::QueueAttributeName],
+) -> Result<u64, AttributesError> {
     let out = client
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .set_attribute_names(Some(names.to_vec()))
         .send()
         .await?;
     let attrs = out.attributes.unwrap_or_default();
-    let n = |k: A| {
-        attrs
-            .get(&k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
+    Ok(names
+        .iter()
+        .filter_map(|k| attrs.get(k).and_then(|v| v.parse::<u64>().ok()))
+        .fold(0, u64::saturating_add))
 }
