@@ -32,8 +32,19 @@ impl TablePolicy for Only<'_> {
 pub enum EnqueueError {
     #[error("invalid job: {0}")]
     Invalid(#[from] task::Rejection),
-    #[error(transparent)]
-    Send(#[from] sqs::SendError),
+    /// Names the job: the tasks already accepted run under its id.
+    #[error(
+        "job {job_id}: not every task was sent; those on the control queue run under this job id (with the ledger, `scanfleet status {job_id}` follows them and `scanfleet reconcile {job_id}` sends the rest once they are done)"
+    )]
+    Send {
+        job_id: String,
+        #[source]
+        source: sqs::SendTasksError,
+    },
+    #[error(
+        "invalid job: --read-units-per-second must be 0 (unlimited) or a positive number, got {0}"
+    )]
+    ReadBudget(f64),
     #[error("invalid job: DynamoDB rejected the scan expressions: {0}")]
     Probe(String),
 }
@@ -63,6 +74,11 @@ pub async fn probe(
 
 /// The task bodies of a job, validated by the same rules the workers apply.
 pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
+    // JSON has no NaN or infinity: serde_json writes them as null, which the workers read as
+    // "no budget". Refused here, before the value is lost; the range is the workers' rule.
+    if let Some(r) = job.read_units_per_second.filter(|r| !r.is_finite()) {
+        return Err(EnqueueError::ReadBudget(r));
+    }
     (0..job.segments.max(1))
         .map(|segment| {
             let msg = TaskMessage {
@@ -94,8 +110,12 @@ pub async fn enqueue(
     job: &Job,
 ) -> Result<(), EnqueueError> {
     let bodies = task_bodies(job)?;
-    sqs::send_tasks(client, queue_url, &bodies).await?;
-    Ok(())
+    sqs::send_tasks(client, queue_url, &bodies)
+        .await
+        .map_err(|source| EnqueueError::Send {
+            job_id: job.job_id.clone(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -157,5 +177,11 @@ mod tests {
         j.options.expression_attribute_values = Some(serde_json::json!({":p": {"S": "A"}}));
         let bodies = task_bodies(&j).unwrap();
         assert!(bodies[1].contains(r#""expression_attribute_values":{":p":{"S":"A"}}"#));
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut j = job(2);
+            j.read_units_per_second = Some(bad);
+            let e = task_bodies(&j).unwrap_err().to_string();
+            assert!(e.contains("--read-units-per-second"), "{e}");
+        }
     }
 }

@@ -341,18 +341,38 @@ impl ControlQueue {
     }
 }
 
+/// Task bodies that could not all be sent: how many were accepted before the failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{accepted} of {total} tasks were accepted, then: {source}")]
+pub struct SendTasksError {
+    /// Tasks of the batches that were accepted in full; some of the failed batch's entries
+    /// may be on the queue too.
+    pub accepted: usize,
+    pub total: usize,
+    #[source]
+    pub source: SendError,
+}
+
 /// Sends task bodies to the control queue, 10 per `SendMessageBatch`, several batches at once.
+/// After a batch fails no new batch is started, and those already under way are let finish,
+/// so the error's `accepted` is exact for whole batches.
 pub async fn send_tasks(
     client: &Client,
     queue_url: &str,
     bodies: &[String],
-) -> Result<(), SendError> {
-    use futures::{StreamExt, TryStreamExt};
+) -> Result<(), SendTasksError> {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
     /// Batches in flight; enough to enqueue a million segments in reasonable time.
     const CONCURRENT_BATCHES: usize = 16;
-    let publisher = Publisher::Sdk(client.clone());
-    futures::stream::iter(bodies.chunks(crate::batch::MAX_BATCH_ENTRIES))
-        .map(|chunk| {
+    let publisher = &Publisher::Sdk(client.clone());
+    let mut batches = bodies.chunks(crate::batch::MAX_BATCH_ENTRIES);
+    let mut in_flight = FuturesUnordered::new();
+    let mut accepted = 0;
+    let mut failure = None;
+    loop {
+        while failure.is_none() && in_flight.len() < CONCURRENT_BATCHES {
+            let Some(chunk) = batches.next() else { break };
             let entries = chunk
                 .iter()
                 .map(|body| OutMessage {
@@ -360,11 +380,28 @@ pub async fn send_tasks(
                     ..OutMessage::default()
                 })
                 .collect();
-            send_batch(&publisher, queue_url, entries)
-        })
-        .buffer_unordered(CONCURRENT_BATCHES)
-        .try_collect::<()>()
-        .await
+            in_flight.push(async move {
+                send_batch(publisher, queue_url, entries)
+                    .await
+                    .map(|()| chunk.len())
+            });
+        }
+        match in_flight.next().await {
+            None => break,
+            Some(Ok(n)) => accepted += n,
+            Some(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        None => Ok(()),
+        Some(source) => Err(SendTasksError {
+            accepted,
+            total: bodies.len(),
+            source,
+        }),
+    }
 }
 
 /// How many times SQS has delivered this message (1 on first delivery).

@@ -373,3 +373,53 @@ async fn a_worker_told_to_stop_does_not_poll_the_control_queue_again() {
     }
     assert_eq!(receive.num_calls(), 0, "a stopping worker polled");
 }
+
+#[tokio::test]
+async fn an_enqueue_that_fails_midway_names_the_job_its_sent_tasks_run_under() {
+    use scanfleet::enqueue::{self, Job};
+    // 25 segments, 3 batches: SQS refuses every entry of the second (segments 10-19), after
+    // the first was accepted.
+    let refused = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .match_requests(|r| {
+            r.entries()[0]
+                .message_body()
+                .contains(r#""current_segment":10,"#)
+        })
+        .then_compute_output(|r| {
+            let failed = r
+                .entries()
+                .iter()
+                .map(|e| failed_entry(e.id(), true, "InvalidParameterValue"))
+                .collect();
+            SendMessageBatchOutput::builder()
+                .set_successful(Some(vec![]))
+                .set_failed(Some(failed))
+                .build()
+                .unwrap()
+        });
+    let accepted = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::MatchAny,
+        [&refused, &accepted],
+        no_sdk_retries
+    );
+    let job = Job {
+        table: "items".into(),
+        segments: 25,
+        limit_of_rows: None,
+        job_id: "nightly-7".into(),
+        options: Default::default(),
+        read_units_per_second: None,
+    };
+    let err = enqueue::enqueue(&client, "q", &job).await.unwrap_err();
+    let text = scanfleet::error_chain(&err);
+    assert!(text.starts_with("job nightly-7: "), "{text}");
+    assert!(text.contains("scanfleet reconcile nightly-7"), "{text}");
+    // The batches already under way finish (10 + 5 tasks): the count is exact for whole
+    // batches.
+    assert!(text.contains("15 of 25 tasks were accepted"), "{text}");
+    assert!(text.contains("InvalidParameterValue"), "{text}");
+    assert_eq!(refused.num_calls(), 1, "the refused batch was resent");
+    assert_eq!(accepted.num_calls(), 2);
+}
