@@ -47,17 +47,38 @@ pub enum EnqueueError {
     ReadBudget(f64),
     #[error("invalid job: DynamoDB rejected the scan expressions: {0}")]
     Probe(String),
+    /// A projection valid as written that the key attributes the workers add make too long.
+    #[error("invalid job: {0}")]
+    Projection(String),
 }
 
 /// Asks DynamoDB to check the job's expressions against the table with a one-row scan
 /// (a fraction of a read unit), so a syntax error or a type mismatch is reported now, by
-/// `enqueue`, rather than by every task failing into the dead-letter queue.
+/// `enqueue`, rather than by every task failing into the dead-letter queue. It sends the
+/// expressions the workers will send: with a projection, the table's key attributes are
+/// added to it the same way (read with `DescribeTable`, as the workers do).
 pub async fn probe(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
     options: &crate::expression::ScanOptions,
 ) -> Result<(), EnqueueError> {
-    let (projection, names) = options.scan_projection(&[]);
+    let key_names = match options.projection_expression {
+        Some(_) => crate::pipeline::KeySchemas::default()
+            .get(dynamodb, table)
+            .await
+            .map_err(|e| {
+                EnqueueError::Probe(format!(
+                    "reading the table's key schema: {}",
+                    crate::error_chain(&e)
+                ))
+            })?
+            .names
+            .clone(),
+        None => Vec::new(),
+    };
+    let (projection, names) = options
+        .scan_projection(&key_names)
+        .map_err(EnqueueError::Projection)?;
     dynamodb
         .scan()
         .table_name(table)

@@ -846,3 +846,55 @@ async fn reconcile_re_enqueues_at_once_a_segment_whose_task_was_lost_before_it_s
     drop_table(&f, &ledger).await;
     f.finish_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_projection_the_key_attributes_push_over_4_kb_is_refused_by_enqueue_and_the_worker() {
+    let f = Fixture::new(5, 2).await;
+    // Distinct attribute names, 4096 bytes as written (DynamoDB's limit): the key attributes
+    // scanfleet appends (PK, SK) make the projection it sends 4130 bytes.
+    let mut projection = (0..).map(|i| format!("a{i}")).take(800).collect::<Vec<_>>();
+    while projection.join(", ").len() > 4096 {
+        projection.pop();
+    }
+    let mut projection = projection.join(", ");
+    projection.push_str(&"z".repeat(4096 - projection.len()));
+    assert_eq!(projection.len(), 4096);
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "1",
+            "--projection-expression",
+            &projection,
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "enqueue accepted it");
+    let err = stderr(&out);
+    assert!(
+        err.contains("projection_expression is 4130 bytes") && err.contains("4096"),
+        "{err}"
+    );
+    assert_eq!(f.depth(&f.queues.control).await, 0, "a task was sent");
+    // The same task from another producer fails on the worker with that error, no panic.
+    let w = f.worker(&[]);
+    f.send_task(
+        &serde_json::json!({
+            "current_segment": 0,
+            "total_segments": 1,
+            "projection_expression": projection,
+        })
+        .to_string(),
+    )
+    .await;
+    wait_for("the failure", Duration::from_secs(60), || {
+        w.log_text().contains("projection_expression is 4130 bytes")
+    })
+    .await;
+    assert!(!w.log_text().contains("panicked"), "{}", w.log_text());
+    f.wait_for_depth(&f.queues.dlq, 1).await;
+    f.cleanup().await;
+}
