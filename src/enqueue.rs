@@ -36,21 +36,53 @@ impl TablePolicy for Only<'_> {
 pub enum EnqueueError {
     #[error("invalid job: {0}")]
     Invalid(#[from] task::Rejection),
-    #[error(transparent)]
-    Send(#[from] sqs::SendError),
+    /// Names the job: the tasks already accepted run under its id.
+    #[error(
+        "job {job_id}: not every task was sent; those on the control queue run under this job id (with the ledger, `scanfleet status {job_id}` follows them and `scanfleet reconcile {job_id}` sends the rest once they are done)"
+    )]
+    Send {
+        job_id: String,
+        #[source]
+        source: sqs::SendTasksError,
+    },
+    #[error(
+        "invalid job: --read-units-per-second must be 0 (unlimited) or a positive number, got {0}"
+    )]
+    ReadBudget(f64),
     #[error("invalid job: DynamoDB rejected the scan expressions: {0}")]
     Probe(String),
+    /// A projection valid as written that the key attributes the workers add make too long.
+    #[error("invalid job: {0}")]
+    Projection(String),
 }
 
 /// Asks DynamoDB to check the job's expressions against the table with a one-row scan
 /// (a fraction of a read unit), so a syntax error or a type mismatch is reported now, by
-/// `enqueue`, rather than by every task failing into the dead-letter queue.
+/// `enqueue`, rather than by every task failing into the dead-letter queue. It sends the
+/// expressions the workers will send: with a projection, the table's key attributes are
+/// added to it the same way (read with `DescribeTable`, as the workers do).
 pub async fn probe(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
     options: &crate::expression::ScanOptions,
 ) -> Result<(), EnqueueError> {
-    let (projection, names) = options.scan_projection(&[]);
+    let key_names = match options.projection_expression {
+        Some(_) => crate::pipeline::KeySchemas::default()
+            .get(dynamodb, table)
+            .await
+            .map_err(|e| {
+                EnqueueError::Probe(format!(
+                    "reading the table's key schema: {}",
+                    crate::error_chain(&e)
+                ))
+            })?
+            .names
+            .clone(),
+        None => Vec::new(),
+    };
+    let (projection, names) = options
+        .scan_projection(&key_names)
+        .map_err(EnqueueError::Projection)?;
     dynamodb
         .scan()
         .table_name(table)
@@ -67,6 +99,11 @@ pub async fn probe(
 
 /// The task bodies of a job, validated by the same rules the workers apply.
 pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
+    // JSON has no NaN or infinity: serde_json writes them as null, which the workers read as
+    // "no budget". Refused here, before the value is lost; the range is the workers' rule.
+    if let Some(r) = job.read_units_per_second.filter(|r| !r.is_finite()) {
+        return Err(EnqueueError::ReadBudget(r));
+    }
     (0..job.segments.max(1))
         .map(|segment| {
             let msg = TaskMessage {
@@ -100,8 +137,12 @@ pub async fn enqueue(
     job: &Job,
 ) -> Result<(), EnqueueError> {
     let bodies = task_bodies(job)?;
-    sqs::send_tasks(client, queue_url, &bodies).await?;
-    Ok(())
+    sqs::send_tasks(client, queue_url, &bodies)
+        .await
+        .map_err(|source| EnqueueError::Send {
+            job_id: job.job_id.clone(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -164,5 +205,11 @@ mod tests {
         j.options.expression_attribute_values = Some(serde_json::json!({":p": {"S": "A"}}));
         let bodies = task_bodies(&j).unwrap();
         assert!(bodies[1].contains(r#""expression_attribute_values":{":p":{"S":"A"}}"#));
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut j = job(2);
+            j.read_units_per_second = Some(bad);
+            let e = task_bodies(&j).unwrap_err().to_string();
+            assert!(e.contains("--read-units-per-second"), "{e}");
+        }
     }
 }

@@ -17,6 +17,9 @@ pub const MAX_EXPRESSION_BYTES: usize = 4096;
 /// Placeholder name scanfleet adds for key attributes a projection leaves out.
 const KEY_PLACEHOLDER: &str = "#scanfleet_key";
 
+/// The projection expression and attribute names a scan sends.
+pub type ScanProjection = (Option<String>, Option<HashMap<String, String>>);
+
 /// The optional parts of a Scan request a task may set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScanOptions {
@@ -188,11 +191,23 @@ impl ScanOptions {
 
     /// The projection and names to send, with the table's key attributes added to a
     /// projection that leaves them out: every row needs its key for `row_id` (and FIFO
-    /// group ids), so projected rows always carry their primary key.
-    pub fn scan_projection(
-        &self,
-        key_names: &[String],
-    ) -> (Option<String>, Option<HashMap<String, String>>) {
+    /// group ids), so projected rows always carry their primary key. The worker's scans and
+    /// `enqueue`'s probe both send this. Refused when the projection with the added keys is
+    /// longer than DynamoDB's [`MAX_EXPRESSION_BYTES`] (it would refuse every page).
+    pub fn scan_projection(&self, key_names: &[String]) -> Result<ScanProjection, String> {
+        let (projection, names) = self.projection_with_keys(key_names);
+        match &projection {
+            Some(p) if p.len() > MAX_EXPRESSION_BYTES => Err(format!(
+                "projection_expression is {} bytes with the key attributes scanfleet adds to it ({}), more than DynamoDB's {MAX_EXPRESSION_BYTES}; shorten it by {} bytes or list the key attributes in it",
+                p.len(),
+                key_names.join(", "),
+                p.len() - MAX_EXPRESSION_BYTES
+            )),
+            _ => Ok((projection, names)),
+        }
+    }
+
+    fn projection_with_keys(&self, key_names: &[String]) -> ScanProjection {
         let mut names: HashMap<String, String> = self
             .expression_attribute_names
             .iter()
@@ -344,7 +359,7 @@ mod tests {
         let mut r = raw(None, Some("#n, SK"));
         r.expression_attribute_names = names(&[("#n", "name")]);
         let o = r.validate().unwrap();
-        let (projection, names) = o.scan_projection(&keys);
+        let (projection, names) = o.scan_projection(&keys).unwrap();
         assert_eq!(projection.as_deref(), Some("#n, SK, #scanfleet_key0"));
         let names = names.unwrap();
         assert_eq!(names["#scanfleet_key0"], "PK");
@@ -352,11 +367,34 @@ mod tests {
         // Keys already projected (directly or through a placeholder) are not added twice.
         let mut r = raw(None, Some("#p, SK"));
         r.expression_attribute_names = names_of(&[("#p", "PK")]);
-        let (projection, _) = r.validate().unwrap().scan_projection(&keys);
+        let (projection, _) = r.validate().unwrap().scan_projection(&keys).unwrap();
         assert_eq!(projection.as_deref(), Some("#p, SK"));
         // No projection: nothing added, names passed through.
-        let (projection, names) = ScanOptions::default().scan_projection(&keys);
+        let (projection, names) = ScanOptions::default().scan_projection(&keys).unwrap();
         assert_eq!((projection, names), (None, None));
+    }
+
+    #[test]
+    fn a_projection_the_added_keys_push_over_4_kb_is_refused() {
+        let keys = ["PK".to_owned(), "SK".to_owned()];
+        // Valid as written (4096 bytes), too long once ", #scanfleet_key0, #scanfleet_key1"
+        // is appended.
+        let long = format!("a{}", ", a".repeat((MAX_EXPRESSION_BYTES - 1) / 3));
+        let long = format!("{long}{}", "b".repeat(MAX_EXPRESSION_BYTES - long.len()));
+        assert_eq!(long.len(), MAX_EXPRESSION_BYTES);
+        let o = raw(None, Some(&long)).validate().unwrap();
+        let e = o.scan_projection(&keys).unwrap_err();
+        assert!(
+            e.contains("projection_expression is 4130 bytes")
+                && e.contains("(PK, SK)")
+                && e.contains("DynamoDB's 4096"),
+            "{e}"
+        );
+        // The keys it lists are not added: it goes as it is.
+        let with_keys = format!("PK, SK, {}", &long[8..]);
+        let o = raw(None, Some(&with_keys)).validate().unwrap();
+        let (projection, _) = o.scan_projection(&keys).unwrap();
+        assert_eq!(projection.unwrap().len(), MAX_EXPRESSION_BYTES);
     }
 
     fn names_of(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {

@@ -732,38 +732,81 @@ pub struct Resume {
     pub start_key: Option<String>,
 }
 
-/// Segments that are not done and not in flight (no sign of life for `stale` seconds, or
-/// dead-lettered), except those in `skip` (e.g. just redriven from the DLQ).
+/// Why `reconcile` leaves a segment alone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeftAlone {
+    /// Done: nothing to do.
+    Done,
+    /// Running, with a sign of life `seconds_ago` seconds ago (less than `--stale-seconds`).
+    Running { seconds_ago: u64 },
+    /// No worker ever reported on it, the job is younger than `--stale-seconds`, and the
+    /// control queue was not confirmed empty: its first task may still be waiting there.
+    NotStarted,
+    /// Its task was just moved back from the dead-letter queue.
+    Redriven,
+}
+
+/// What `reconcile` does with each segment of a job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReconcilePlan {
+    /// The segments to put back on the control queue, in segment order.
+    pub resumes: Vec<Resume>,
+    /// Every other segment, in segment order, with why it is left alone.
+    pub left_alone: Vec<(u32, LeftAlone)>,
+}
+
+/// Decides, for every segment of the job, whether `reconcile` re-enqueues it. A segment is
+/// re-enqueued unless it is done, in `skip` (e.g. just redriven from the DLQ), or may still be
+/// in flight:
+///
+/// - running with a sign of life less than `stale` seconds ago;
+/// - never reported on by any worker, while its first task may still be queued: the job is
+///   younger than `stale` and `queue_empty` is false. `queue_empty` means the control queue
+///   was read (twice, apart) with no visible, in-flight or delayed message: then no task of
+///   a never-started segment exists anywhere, and it is re-enqueued at once.
 pub fn to_reconcile(
     job: &JobRecord,
     segments: &[SegmentRecord],
     now: u64,
     stale: u64,
+    queue_empty: bool,
     skip: &HashSet<u32>,
-) -> Vec<Resume> {
+) -> ReconcilePlan {
     let known: BTreeMap<u32, &SegmentRecord> = segments.iter().map(|s| (s.segment, s)).collect();
-    (0..job.segments_total)
-        .filter(|seg| !skip.contains(seg))
-        .filter_map(|seg| match known.get(&seg) {
-            None if now.saturating_sub(job.created_at) >= stale => Some(Resume {
-                segment: seg,
-                chunk: 0,
-                start_key: None,
-            }),
+    let mut plan = ReconcilePlan::default();
+    for seg in 0..job.segments_total {
+        let record = known.get(&seg);
+        let left = match record {
+            _ if skip.contains(&seg) => Some(LeftAlone::Redriven),
+            None if !queue_empty && now.saturating_sub(job.created_at) < stale => {
+                Some(LeftAlone::NotStarted)
+            }
             None => None,
-            Some(r) if r.status == status::DONE => None,
+            Some(r) if r.status == status::DONE => Some(LeftAlone::Done),
             Some(r)
                 if r.status == status::RUNNING && now.saturating_sub(r.heartbeat_at) < stale =>
             {
-                None
+                Some(LeftAlone::Running {
+                    seconds_ago: now.saturating_sub(r.heartbeat_at),
+                })
             }
-            Some(r) => Some(Resume {
+            Some(_) => None,
+        };
+        match (left, record) {
+            (Some(why), _) => plan.left_alone.push((seg, why)),
+            (None, Some(r)) => plan.resumes.push(Resume {
                 segment: seg,
                 chunk: r.chunks,
                 start_key: r.resume_key.clone(),
             }),
-        })
-        .collect()
+            (None, None) => plan.resumes.push(Resume {
+                segment: seg,
+                chunk: 0,
+                start_key: None,
+            }),
+        }
+    }
+    plan
 }
 
 /// The task message that resumes a segment, built from the job's template.
@@ -874,10 +917,18 @@ mod tests {
         let mut dead = seg(3, status::FAILED, 10, 10);
         dead.heartbeat_at = 1990;
         let segments = vec![seg(0, status::DONE, 1, 1), stale, fresh, dead];
-        let r = to_reconcile(&job(5), &segments, 2000, 300, &HashSet::new());
+        let plan = to_reconcile(&job(5), &segments, 2000, 300, false, &HashSet::new());
+        let r = &plan.resumes;
         let picked: Vec<u32> = r.iter().map(|r| r.segment).collect();
         // 0 done, 2 alive; 1 stale, 3 dead-lettered, 4 never started long ago.
         assert_eq!(picked, vec![1, 3, 4]);
+        assert_eq!(
+            plan.left_alone,
+            vec![
+                (0, LeftAlone::Done),
+                (2, LeftAlone::Running { seconds_ago: 50 })
+            ]
+        );
         assert_eq!(r[0].chunk, 2);
         assert_eq!(
             r[2],
@@ -892,8 +943,45 @@ mod tests {
             created_at: 1090,
             ..job(5)
         };
-        let r = to_reconcile(&young, &segments, 1100, 60, &HashSet::from([3]));
+        let plan = to_reconcile(&young, &segments, 1100, 60, false, &HashSet::from([3]));
+        let r = &plan.resumes;
         assert_eq!(r.iter().map(|r| r.segment).collect::<Vec<_>>(), vec![1]);
+        // Every segment not re-enqueued is named, with why: none is left out in silence.
+        assert_eq!(
+            plan.left_alone,
+            vec![
+                (0, LeftAlone::Done),
+                (2, LeftAlone::Running { seconds_ago: 0 }),
+                (3, LeftAlone::Redriven),
+                (4, LeftAlone::NotStarted)
+            ]
+        );
+        // Once the control queue is confirmed empty, a never-started segment has no task
+        // anywhere: it is re-enqueued at once, however young the job.
+        let confirmed = to_reconcile(&young, &segments, 1100, 60, true, &HashSet::from([3]));
+        assert_eq!(
+            confirmed
+                .resumes
+                .iter()
+                .map(|r| r.segment)
+                .collect::<Vec<_>>(),
+            vec![1, 4]
+        );
+        assert_eq!(
+            confirmed.resumes[1],
+            Resume {
+                segment: 4,
+                chunk: 0,
+                start_key: None
+            }
+        );
+        // A running segment keeps the --stale-seconds rule even then: a recent sign of life
+        // says a worker holds its task.
+        assert!(
+            confirmed
+                .left_alone
+                .contains(&(2, LeftAlone::Running { seconds_ago: 0 }))
+        );
 
         let body = resume_task(&job(5).task_template, &r[0]).unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();

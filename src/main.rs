@@ -278,15 +278,7 @@ async fn run_reconcile(
         force,
     };
     let done = jobs::reconcile(&ledger, &sqs_client, &job, &opts).await?;
-    for seg in &done.redriven {
-        println!("segment {seg}: task moved back from the dead-letter queue");
-    }
-    for (seg, chunk) in &done.reenqueued {
-        println!("segment {seg}: re-enqueued at chunk {chunk}");
-    }
-    if done.redriven.is_empty() && done.reenqueued.is_empty() {
-        println!("nothing to reconcile: every segment is done or in flight");
-    }
+    print!("{}", done.render());
     Ok(())
 }
 

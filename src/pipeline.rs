@@ -81,7 +81,7 @@ pub struct TableKey {
 pub struct KeySchemas(Mutex<HashMap<String, Arc<TableKey>>>);
 
 impl KeySchemas {
-    async fn get(
+    pub async fn get(
         &self,
         client: &aws_sdk_dynamodb::Client,
         table: &str,
@@ -138,6 +138,9 @@ pub enum SegmentError {
     Describe(#[from] SdkError<DescribeTableError, HttpResponse>),
     #[error(transparent)]
     Scan(#[from] ScanError),
+    /// The scan request DynamoDB would refuse, judged before it is sent.
+    #[error("invalid scan: {0}")]
+    Expression(String),
     #[error(
         "row {key} is {size} bytes as a message, more than the output queue accepts ({max}); set output.oversize_queue_url to divert such rows"
     )]
@@ -182,7 +185,9 @@ async fn scan(
     tx: mpsc::Sender<Page>,
 ) -> Result<(), SegmentError> {
     let options = &task.options;
-    let (projection, names) = options.scan_projection(key_names);
+    let (projection, names) = options
+        .scan_projection(key_names)
+        .map_err(SegmentError::Expression)?;
     let request = ScanRequest {
         table_name: &task.table,
         segment: task.segment,

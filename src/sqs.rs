@@ -341,18 +341,38 @@ impl ControlQueue {
     }
 }
 
+/// Task bodies that could not all be sent: how many were accepted before the failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{accepted} of {total} tasks were accepted, then: {source}")]
+pub struct SendTasksError {
+    /// Tasks of the batches that were accepted in full; some of the failed batch's entries
+    /// may be on the queue too.
+    pub accepted: usize,
+    pub total: usize,
+    #[source]
+    pub source: SendError,
+}
+
 /// Sends task bodies to the control queue, 10 per `SendMessageBatch`, several batches at once.
+/// After a batch fails no new batch is started, and those already under way are let finish,
+/// so the error's `accepted` is exact for whole batches.
 pub async fn send_tasks(
     client: &Client,
     queue_url: &str,
     bodies: &[String],
-) -> Result<(), SendError> {
-    use futures::{StreamExt, TryStreamExt};
+) -> Result<(), SendTasksError> {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
     /// Batches in flight; enough to enqueue a million segments in reasonable time.
     const CONCURRENT_BATCHES: usize = 16;
-    let publisher = Publisher::Sdk(client.clone());
-    futures::stream::iter(bodies.chunks(crate::batch::MAX_BATCH_ENTRIES))
-        .map(|chunk| {
+    let publisher = &Publisher::Sdk(client.clone());
+    let mut batches = bodies.chunks(crate::batch::MAX_BATCH_ENTRIES);
+    let mut in_flight = FuturesUnordered::new();
+    let mut accepted = 0;
+    let mut failure = None;
+    loop {
+        while failure.is_none() && in_flight.len() < CONCURRENT_BATCHES {
+            let Some(chunk) = batches.next() else { break };
             let entries = chunk
                 .iter()
                 .map(|body| OutMessage {
@@ -360,11 +380,28 @@ pub async fn send_tasks(
                     ..OutMessage::default()
                 })
                 .collect();
-            send_batch(&publisher, queue_url, entries)
-        })
-        .buffer_unordered(CONCURRENT_BATCHES)
-        .try_collect::<()>()
-        .await
+            in_flight.push(async move {
+                send_batch(publisher, queue_url, entries)
+                    .await
+                    .map(|()| chunk.len())
+            });
+        }
+        match in_flight.next().await {
+            None => break,
+            Some(Ok(n)) => accepted += n,
+            Some(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        None => Ok(()),
+        Some(source) => Err(SendTasksError {
+            accepted,
+            total: bodies.len(),
+            source,
+        }),
+    }
 }
 
 /// How many times SQS has delivered this message (1 on first delivery).
@@ -411,19 +448,49 @@ pub async fn queue_attribute(
 /// not finished yet.
 pub async fn queue_depth(client: &Client, url: &str) -> Result<u64, AttributesError> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
+    count_sum(
+        client,
+        url,
+        &[
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ],
+    )
+    .await
+}
+
+/// Visible, in-flight and delayed messages (SQS's approximate counts): whether any task may
+/// still wait in the queue or be held by a worker. `reconcile` reads it before it trusts the
+/// ledger's "never started".
+pub async fn unfinished_messages(client: &Client, url: &str) -> Result<u64, AttributesError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    count_sum(
+        client,
+        url,
+        &[
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+            A::ApproximateNumberOfMessagesDelayed,
+        ],
+    )
+    .await
+}
+
+/// The sum of some of a queue's count attributes (a count it does not return is 0).
+async fn count_sum(
+    client: &Client,
+    url: &str,
+    names: &[aws_sdk_sqs::types::QueueAttributeName],
+) -> Result<u64, AttributesError> {
     let out = client
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .set_attribute_names(Some(names.to_vec()))
         .send()
         .await?;
     let attrs = out.attributes.unwrap_or_default();
-    let n = |k: A| {
-        attrs
-            .get(&k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
+    Ok(names
+        .iter()
+        .filter_map(|k| attrs.get(k).and_then(|v| v.parse::<u64>().ok()))
+        .fold(0, u64::saturating_add))
 }

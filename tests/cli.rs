@@ -67,3 +67,19 @@ fn enqueue_refuses_an_invalid_job_before_touching_aws() {
     assert!(!ok);
     assert!(err.contains("total_segments"), "{err}");
 }
+
+#[test]
+fn enqueue_refuses_a_read_budget_that_is_not_a_number() {
+    // JSON has no NaN or infinity: sent, they would arrive as null, a job with no budget.
+    let env = [("SCANFLEET__CONTROL__QUEUE_URL", "http://127.0.0.1:1/q")];
+    for bad in ["NaN", "inf", "-inf", "infinity"] {
+        let budget = format!("--read-units-per-second={bad}");
+        let (ok, err) = run(
+            &["enqueue", "--table", "items", "--segments", "2", &budget],
+            &env,
+        );
+        assert!(!ok, "--read-units-per-second {bad} accepted");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--read-units-per-second"), "{bad}: {err}");
+    }
+}

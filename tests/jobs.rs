@@ -776,3 +776,125 @@ async fn reconcile_resumes_a_lost_segment_from_the_ledgers_position() {
     drop_table(&f, &ledger).await;
     f.finish_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_re_enqueues_at_once_a_segment_whose_task_was_lost_before_it_started() {
+    let rows = scaled(300, 150);
+    let f = Fixture::new(rows, 5).await;
+    let ledger = create_ledger(&f);
+    let env = [("SCANFLEET__LEDGER__TABLE", ledger.as_str())];
+    // No worker yet: the job's three tasks wait on the control queue.
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "3",
+            "--job-id",
+            "never",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Segment 1's task is lost before any worker took it: all three are taken off the queue
+    // and the other two put back.
+    let tasks = f.drain(&f.queues.control, 3).await;
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    for t in &tasks {
+        let task: serde_json::Value = serde_json::from_str(&t.body).unwrap();
+        if task["current_segment"] != 1 {
+            f.send_task(&t.body).await;
+        }
+    }
+    let w = f.worker(&env);
+    wait_for("the two other segments", Duration::from_secs(120), || {
+        status_json(&f, &ledger, "never")["segments_done"] == 2
+    })
+    .await;
+    f.wait_for_depth(&f.queues.control, 0).await;
+    let before = status_json(&f, &ledger, "never");
+    assert_eq!(
+        (&before["state"], &before["segments_pending"]),
+        (&"running".into(), &1.into()),
+        "{before}"
+    );
+
+    // The job is seconds old, far below the default --stale-seconds (300); the empty control
+    // queue is what says segment 1 has no task anywhere.
+    let out = scanfleet(&f, &["reconcile", "never"], &env);
+    assert!(out.status.success(), "reconcile: {}", stderr(&out));
+    let report = stdout(&out);
+    assert!(
+        report.contains("segment 1: re-enqueued at chunk 0"),
+        "{report}"
+    );
+    assert!(report.contains("segment 0: left alone, done"), "{report}");
+    assert!(report.contains("segment 2: left alone, done"), "{report}");
+    assert!(!report.contains("nothing"), "{report}");
+    wait_for("the job", Duration::from_secs(120), || {
+        status_json(&f, &ledger, "never")["state"] == "done"
+    })
+    .await;
+    let s = status_json(&f, &ledger, "never");
+    assert_eq!(s["rows_published"], rows, "{s}");
+    let received = f.drain_output(rows as usize).await;
+    let distinct: HashSet<_> = received.iter().map(plain_key).collect();
+    assert_eq!(distinct, f.expected_keys(), "rows were lost");
+    assert_eq!(w.metric("scanfleet_tasks_completed_total", ""), Some(3.0));
+    drop_table(&f, &ledger).await;
+    f.finish_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_projection_the_key_attributes_push_over_4_kb_is_refused_by_enqueue_and_the_worker() {
+    let f = Fixture::new(5, 2).await;
+    // Distinct attribute names, 4096 bytes as written (DynamoDB's limit): the key attributes
+    // scanfleet appends (PK, SK) make the projection it sends 4130 bytes.
+    let mut projection = (0..).map(|i| format!("a{i}")).take(800).collect::<Vec<_>>();
+    while projection.join(", ").len() > 4096 {
+        projection.pop();
+    }
+    let mut projection = projection.join(", ");
+    projection.push_str(&"z".repeat(4096 - projection.len()));
+    assert_eq!(projection.len(), 4096);
+    let out = scanfleet(
+        &f,
+        &[
+            "enqueue",
+            "--table",
+            &f.table,
+            "--segments",
+            "1",
+            "--projection-expression",
+            &projection,
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "enqueue accepted it");
+    let err = stderr(&out);
+    assert!(
+        err.contains("projection_expression is 4130 bytes") && err.contains("4096"),
+        "{err}"
+    );
+    assert_eq!(f.depth(&f.queues.control).await, 0, "a task was sent");
+    // The same task from another producer fails on the worker with that error, no panic.
+    let w = f.worker(&[]);
+    f.send_task(
+        &serde_json::json!({
+            "current_segment": 0,
+            "total_segments": 1,
+            "projection_expression": projection,
+        })
+        .to_string(),
+    )
+    .await;
+    wait_for("the failure", Duration::from_secs(60), || {
+        w.log_text().contains("projection_expression is 4130 bytes")
+    })
+    .await;
+    assert!(!w.log_text().contains("panicked"), "{}", w.log_text());
+    f.wait_for_depth(&f.queues.dlq, 1).await;
+    f.cleanup().await;
+}

@@ -375,3 +375,119 @@ async fn a_worker_told_to_stop_does_not_poll_the_control_queue_again() {
     }
     assert_eq!(receive.num_calls(), 0, "a stopping worker polled");
 }
+
+#[tokio::test]
+async fn an_enqueue_that_fails_midway_names_the_job_its_sent_tasks_run_under() {
+    use scanfleet::enqueue::{self, Job};
+    // 25 segments, 3 batches: SQS refuses every entry of the second (segments 10-19), after
+    // the first was accepted.
+    let refused = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .match_requests(|r| {
+            r.entries()[0]
+                .message_body()
+                .contains(r#""current_segment":10,"#)
+        })
+        .then_compute_output(|r| {
+            let failed = r
+                .entries()
+                .iter()
+                .map(|e| failed_entry(e.id(), true, "InvalidParameterValue"))
+                .collect();
+            SendMessageBatchOutput::builder()
+                .set_successful(Some(vec![]))
+                .set_failed(Some(failed))
+                .build()
+                .unwrap()
+        });
+    let accepted = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::MatchAny,
+        [&refused, &accepted],
+        no_sdk_retries
+    );
+    let job = Job {
+        table: "items".into(),
+        segments: 25,
+        limit_of_rows: None,
+        job_id: "nightly-7".into(),
+        options: Default::default(),
+        read_units_per_second: None,
+    };
+    let err = enqueue::enqueue(&client, "q", &job).await.unwrap_err();
+    let text = scanfleet::error_chain(&err);
+    assert!(text.starts_with("job nightly-7: "), "{text}");
+    assert!(text.contains("scanfleet reconcile nightly-7"), "{text}");
+    // The batches already under way finish (10 + 5 tasks): the count is exact for whole
+    // batches.
+    assert!(text.contains("15 of 25 tasks were accepted"), "{text}");
+    assert!(text.contains("InvalidParameterValue"), "{text}");
+    assert_eq!(refused.num_calls(), 1, "the refused batch was resent");
+    assert_eq!(accepted.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn the_redrive_loop_ends_when_other_jobs_tasks_come_back_into_view() {
+    use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput;
+    use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
+    use aws_sdk_sqs::types::{Message, QueueAttributeName};
+    use scanfleet::jobs::{self, RedriveStop};
+    fn message(id: &str, job: &str, segment: u32) -> Message {
+        Message::builder()
+            .message_id(id)
+            .receipt_handle(format!("r-{id}"))
+            .body(format!(
+                r#"{{"current_segment":{segment},"total_segments":4,"job_id":"{job}"}}"#
+            ))
+            .build()
+    }
+    let answer = |m: Vec<Message>| {
+        ReceiveMessageOutput::builder()
+            .set_messages(Some(m))
+            .build()
+    };
+    let count = mock!(aws_sdk_sqs::Client::get_queue_attributes).then_output(|| {
+        GetQueueAttributesOutput::builder()
+            .attributes(QueueAttributeName::ApproximateNumberOfMessages, "3")
+            .build()
+    });
+    // The DLQ holds this job's task and two of another job's. Once their 60 s of hiding end
+    // (the receives go on that long with tens of thousands of them), SQS hands the other
+    // job's tasks out again, and would do so for ever.
+    let receive = mock!(aws_sdk_sqs::Client::receive_message)
+        .sequence()
+        .output(move || answer(vec![message("a", "mine", 2), message("b", "other", 0)]))
+        .output(move || answer(vec![message("c", "other", 1)]))
+        .output(move || answer(vec![message("b", "other", 0), message("c", "other", 1)]))
+        .times(100)
+        .build();
+    let empty = mock!(aws_sdk_sqs::Client::receive_message).then_output(move || answer(vec![]));
+    let send = mock!(aws_sdk_sqs::Client::send_message)
+        .then_output(|| aws_sdk_sqs::operation::send_message::SendMessageOutput::builder().build());
+    let delete = mock!(aws_sdk_sqs::Client::delete_message).then_output(|| {
+        aws_sdk_sqs::operation::delete_message::DeleteMessageOutput::builder().build()
+    });
+    let release = mock!(aws_sdk_sqs::Client::change_message_visibility).then_output(|| {
+        aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityOutput::builder()
+            .build()
+    });
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::MatchAny,
+        [&count, &receive, &empty, &send, &delete, &release],
+        no_sdk_retries
+    );
+    let r = jobs::redrive(&client, "dlq", "control", "mine")
+        .await
+        .expect("redrive");
+    assert_eq!(
+        receive.num_calls(),
+        3,
+        "the loop went on receiving tasks it had already looked at"
+    );
+    assert_eq!(r.segments, vec![2]);
+    assert_eq!(r.others_left, 2);
+    assert_eq!(r.stop, RedriveStop::CameRound);
+    assert_eq!((send.num_calls(), delete.num_calls()), (1, 1));
+    assert_eq!(release.num_calls(), 2, "the other job's tasks stay hidden");
+}
