@@ -272,11 +272,12 @@ pub struct Redriven {
     pub stop: RedriveStop,
 }
 
-/// The body a dead-lettered task is sent back to the control queue with: the only place a
-/// redriven task's body is produced (today: as it was; a field naming the message it came
-/// from would be added here).
-fn redriven_body(body: &str) -> String {
-    body.to_owned()
+/// The body a dead-lettered task (`message_id`: its id in the dead-letter queue, which SQS keeps
+/// from the control queue) is sent back to the control queue with: the same task, naming that
+/// message as its origin, so it keeps the claim on a chunk it counted before it failed (see
+/// [`crate::task::stamp_identity`]).
+fn redriven_body(body: &str, message_id: &str) -> String {
+    crate::task::stamp_identity(body, message_id)
 }
 
 /// Moves the job's tasks from the DLQ back to the control queue (send, then delete: a crash
@@ -334,7 +335,7 @@ pub async fn redrive(
             client
                 .send_message()
                 .queue_url(control)
-                .message_body(redriven_body(body))
+                .message_body(redriven_body(body, &id))
                 .send()
                 .await?;
             client

@@ -730,6 +730,9 @@ pub struct Resume {
     pub chunk: u32,
     /// DynamoDB JSON of the start key; `None` from the segment's beginning.
     pub start_key: Option<String>,
+    /// The run the segment's record counts, which the resumed task goes on (`None`: the
+    /// template's).
+    pub run_id: Option<String>,
 }
 
 /// Why `reconcile` leaves a segment alone.
@@ -798,11 +801,13 @@ pub fn to_reconcile(
                 segment: seg,
                 chunk: r.chunks,
                 start_key: r.resume_key.clone(),
+                run_id: r.run_id.clone(),
             }),
             (None, None) => plan.resumes.push(Resume {
                 segment: seg,
                 chunk: 0,
                 start_key: None,
+                run_id: None,
             }),
         }
     }
@@ -820,6 +825,9 @@ pub fn resume_task(template: &str, resume: &Resume) -> Result<String, BoxError> 
     }
     if let Some(key) = &resume.start_key {
         task.insert("exclusive_start_key".into(), serde_json::from_str(key)?);
+    }
+    if let Some(run) = &resume.run_id {
+        task.insert("run_id".into(), run.clone().into());
     }
     Ok(serde_json::to_string(&task)?)
 }
@@ -935,7 +943,8 @@ mod tests {
             Resume {
                 segment: 4,
                 chunk: 0,
-                start_key: None
+                start_key: None,
+                run_id: None,
             }
         );
         // Not yet stale: a never-started segment of a young job may still be queued.
@@ -972,7 +981,8 @@ mod tests {
             Resume {
                 segment: 4,
                 chunk: 0,
-                start_key: None
+                start_key: None,
+                run_id: None,
             }
         );
         // A running segment keeps the --stale-seconds rule even then: a recent sign of life
@@ -989,5 +999,13 @@ mod tests {
         assert_eq!(v["chunk"], 2);
         assert_eq!(v["exclusive_start_key"]["PK"]["S"], "k");
         assert_eq!(v["job_id"], "j");
+        // A segment whose record counts another run than the template's goes on as that run.
+        let r = Resume {
+            run_id: Some("r2".into()),
+            ..r[0].clone()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&resume_task(&job(5).task_template, &r).unwrap()).unwrap();
+        assert_eq!(v["run_id"], "r2");
     }
 }

@@ -411,6 +411,7 @@ async fn an_enqueue_that_fails_midway_names_the_job_its_sent_tasks_run_under() {
         segments: 25,
         limit_of_rows: None,
         job_id: "nightly-7".into(),
+        run_id: "r7".into(),
         options: Default::default(),
         read_units_per_second: None,
     };
