@@ -36,6 +36,10 @@ pub enum EnqueueError {
     Send(#[from] sqs::SendError),
     #[error("invalid job: DynamoDB rejected the scan expressions: {0}")]
     Probe(String),
+    /// Checked here as well as in the task: a NaN or infinite budget would travel as JSON
+    /// `null`, which a task reads as "unlimited".
+    #[error("invalid job: --read-units-per-second {0}")]
+    Budget(String),
 }
 
 /// Asks DynamoDB to check the job's expressions against the table with a one-row scan
@@ -63,6 +67,9 @@ pub async fn probe(
 
 /// The task bodies of a job, validated by the same rules the workers apply.
 pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
+    if let Some(rate) = job.read_units_per_second {
+        crate::budget::check_rate(rate).map_err(EnqueueError::Budget)?;
+    }
     (0..job.segments.max(1))
         .map(|segment| {
             let msg = TaskMessage {
@@ -157,5 +164,22 @@ mod tests {
         j.options.expression_attribute_values = Some(serde_json::json!({":p": {"S": "A"}}));
         let bodies = task_bodies(&j).unwrap();
         assert!(bodies[1].contains(r#""expression_attribute_values":{":p":{"S":"A"}}"#));
+    }
+
+    #[test]
+    fn the_budget_is_checked_with_the_tasks_bounds() {
+        let mut j = job(2);
+        j.read_units_per_second = Some(0.001);
+        assert!(task_bodies(&j).unwrap()[0].contains(r#""read_units_per_second":0.001"#));
+        j.read_units_per_second = Some(0.0);
+        task_bodies(&j).unwrap();
+        for bad in [1e-20, -1.0, 2e9, f64::NAN, f64::INFINITY] {
+            j.read_units_per_second = Some(bad);
+            let e = task_bodies(&j).unwrap_err().to_string();
+            assert!(
+                e.contains("--read-units-per-second") && e.contains("0.001..="),
+                "{bad}: {e}"
+            );
+        }
     }
 }

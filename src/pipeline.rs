@@ -212,8 +212,9 @@ async fn scan(
             // simply read again by whoever continues the segment.
             break;
         };
-        // The publisher may end the chunk while the scanner waits out the budget: stop then,
-        // rather than read (and pay for) a page nobody will take.
+        // The publisher may end the chunk while the scanner waits out the budget (a drain, or
+        // the chunk's time up): stop then, rather than read (and pay for) a page nobody will
+        // take. The hard stop drops this future, sleep and all, which holds nothing.
         let paced = async {
             for b in &budgets {
                 b.ready().await;
@@ -363,6 +364,15 @@ async fn publish(
     let mut batcher = Batcher::new(out.max_batch_bytes);
     let mut in_flight = JoinSet::new();
     let started = Instant::now();
+    // The scanner may wait out a read budget far longer than a chunk lasts; the chunk's time
+    // is up at this deadline whether or not another page has come.
+    let time_up = async {
+        match tokio::time::Instant::now().checked_add(out.checkpointing.every) {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(time_up);
     let mut rows = 0u64;
     let mut pages = 0u64;
     let (mut scanned, mut diverted, mut read_units) = (0u64, 0u64, 0f64);
@@ -379,6 +389,9 @@ async fn publish(
                     Some(key) => End::Checkpoint(key),
                     None => End::NothingDone,
                 };
+            }
+            () = &mut time_up, if resume.is_some() => {
+                break resume.take().map_or(End::NothingDone, End::Checkpoint);
             }
             page = rx.recv() => page,
         };
