@@ -477,3 +477,31 @@ async fn a_task_dropped_while_waiting_for_its_budget_leaves_nothing_behind() {
     assert_eq!(scan.num_calls(), 1);
     assert_eq!(out.in_flight.available_permits(), permits);
 }
+
+/// A `DescribeTable` answer without a key schema: every row would get the same `row_id`, so
+/// the segment is refused, naming the table, before any page is read.
+#[tokio::test]
+async fn an_empty_key_schema_is_refused_before_scanning() {
+    let describe = mock!(aws_sdk_dynamodb::Client::describe_table).then_output(|| {
+        DescribeTableOutput::builder()
+            .table(TableDescription::builder().build())
+            .build()
+    });
+    let scan = mock!(aws_sdk_dynamodb::Client::scan).then_output(|| page(0..2, None));
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let out = output(dynamodb, sqs_client, 1000);
+    for _ in 0..2 {
+        let err = pipeline::run_segment(&out, &task(), &CancellationToken::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"table "items""#) && err.contains("empty key schema"),
+            "{err}"
+        );
+    }
+    assert_eq!(describe.num_calls(), 2, "a refused schema is not cached");
+    assert_eq!((scan.num_calls(), send.num_calls()), (0, 0));
+}
