@@ -31,6 +31,17 @@ pub const MAX_PAGE_UNITS: f64 = 1024.0;
 /// valid `Duration` whatever the debt and the rate.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
+/// The units a page is taken to have consumed, from its answer's `ConsumedCapacity`:
+/// `0..=`[`MAX_PAGE_UNITS`], 0 when absent or NaN. A negative or absurd figure from an answer
+/// would otherwise run the budget, the read-capacity gauge and the ledger's sums backwards or
+/// to infinity.
+pub fn page_units(reported: Option<f64>) -> f64 {
+    match reported {
+        Some(u) if !u.is_nan() => u.clamp(0.0, MAX_PAGE_UNITS),
+        _ => 0.0,
+    }
+}
+
 /// Checks a budget given from outside (a task, `enqueue --read-units-per-second`,
 /// `scan.read_units_per_second`): `None` for 0 (unlimited), the rate if it is
 /// [`MIN_READ_UNITS_PER_SECOND`]`..=`[`MAX_READ_UNITS_PER_SECOND`]; otherwise (negative,
@@ -125,11 +136,7 @@ impl ReadBudget {
     pub fn charge(&self, units: f64) {
         let mut state = self.state.lock().expect("not poisoned");
         self.refill(&mut state);
-        state.tokens -= if units.is_nan() {
-            0.0
-        } else {
-            units.clamp(0.0, MAX_PAGE_UNITS)
-        };
+        state.tokens -= page_units(Some(units));
     }
 }
 
@@ -177,6 +184,16 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_pages_units_are_bounded() {
+        assert_eq!(page_units(Some(2.5)), 2.5);
+        assert_eq!(page_units(None), 0.0);
+        assert_eq!(page_units(Some(-5.0)), 0.0);
+        assert_eq!(page_units(Some(f64::NAN)), 0.0);
+        assert_eq!(page_units(Some(1e308)), MAX_PAGE_UNITS);
+        assert_eq!(page_units(Some(f64::INFINITY)), MAX_PAGE_UNITS);
     }
 
     #[test]

@@ -313,7 +313,13 @@ impl JsonClient {
         let ms = self.clock_correction_ms.load(Ordering::Relaxed);
         let d = Duration::from_millis(ms.unsigned_abs());
         let now = SystemTime::now();
-        if ms >= 0 { now + d } else { now - d }
+        // Checked: a correction taken from an answer's `Date` must not panic the addition.
+        let corrected = if ms >= 0 {
+            now.checked_add(d)
+        } else {
+            now.checked_sub(d)
+        };
+        corrected.unwrap_or(now)
     }
 
     fn signed_request(
@@ -606,11 +612,13 @@ fn clock_correction(
     use aws_smithy_types::date_time::Format;
     code.filter(|c| CLOCK_SKEW_CODES.contains(c))?;
     let server = SystemTime::try_from(DateTime::from_str(date?, Format::HttpDate).ok()?).ok()?;
+    // Saturating: the `Date` is the server's word, and must not wrap into another sign.
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let off = |a: SystemTime, b: SystemTime| match a.duration_since(b) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => millis(d),
+        Err(e) => -millis(e.duration()),
     };
-    (off(server, signed_at).unsigned_abs() > SKEW_THRESHOLD.as_millis() as u64)
+    (off(server, signed_at).unsigned_abs() > SKEW_THRESHOLD.as_secs() * 1000)
         .then(|| off(server, answered_at))
 }
 
@@ -884,6 +892,29 @@ pub(crate) mod tests {
             .sign(&path, target, b"{}", &credentials, far)
             .unwrap_err();
         assert!(e.message.contains("signing time"), "{}", e.message);
+    }
+
+    /// A clock correction taken from a server's `Date` (at most year 9999, and then some) or
+    /// beyond: the call fails without sending, the worker does not panic.
+    #[tokio::test]
+    async fn a_clock_correction_that_cannot_be_signed_with_fails_the_call() {
+        use aws_smithy_http_client::test_util::StaticReplayClient;
+        let replay = StaticReplayClient::new(vec![]);
+        let sdk = sdk_config(|b| b, Credentials::new("AKID", "secret", None, None, "t"));
+        let endpoint = Endpoint::builder()
+            .url("https://sqs.eu-west-1.amazonaws.com")
+            .build();
+        let http = SharedHttpConnector::new(replay.clone());
+        let client = JsonClient::new(&sdk, http, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+        client
+            .clock_correction_ms
+            .store(i64::MAX, Ordering::Relaxed);
+        let e = client
+            .call("AmazonSQS.SendMessageBatch", b"{}".to_vec())
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("signing time"), "{}", e.message);
+        assert_eq!(replay.actual_requests().count(), 0);
     }
 
     #[test]

@@ -505,3 +505,26 @@ async fn an_empty_key_schema_is_refused_before_scanning() {
     assert_eq!(describe.num_calls(), 2, "a refused schema is not cached");
     assert_eq!((scan.num_calls(), send.num_calls()), (0, 0));
 }
+
+/// The SDK reads an attribute type it does not know as `AttributeValue::Unknown`. In a
+/// LastEvaluatedKey that became the chunk's checkpoint, and writing it into the continuation
+/// task or the ledger (`item::key_to_json`) panicked the worker: the page fails instead.
+#[tokio::test]
+async fn a_next_key_of_an_unknown_attribute_type_fails_the_page() {
+    let describe = describe_rule();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(200).unwrap(),
+            aws_smithy_types::body::SdkBody::from(
+                r#"{"Items":[{"PK":{"S":"k0"}}],"Count":1,"ScannedCount":1,"LastEvaluatedKey":{"PK":{"Z":"k0"}}}"#,
+            ),
+        )
+    });
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let out = output(dynamodb, sqs_client, 1);
+    let result = pipeline::run_segment(&out, &task(), &CancellationToken::new()).await;
+    let err = result.expect_err("no checkpoint at a key that cannot be written");
+    assert!(err.to_string().contains("LastEvaluatedKey"), "{err}");
+}
