@@ -83,6 +83,85 @@ pub enum SetupError {
     Endpoint(&'static str, String),
 }
 
+/// The environment variables the SDK's credentials chain reads static credentials from.
+pub const CREDENTIAL_VARIABLES: [&str; 4] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// What makes `value` unusable as an AWS credential, if anything, without quoting it (it may
+/// be a secret). Access keys, secrets and session tokens are printable ASCII without spaces
+/// (letters, digits, base64): anything else is a mistake (a mounted secret's trailing newline)
+/// that would fail every request, as a header that cannot be sent or a signature that never
+/// matches.
+pub fn credential_flaw(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return Some("nothing (it is empty)".into());
+    }
+    let (i, c) = value.char_indices().find(|(_, c)| !c.is_ascii_graphic())?;
+    let what = match c {
+        '\n' | '\r' => "a line break",
+        ' ' => "a space",
+        '\t' => "a tab",
+        c if c.is_control() => "a control character",
+        _ => "a non-ASCII character",
+    };
+    let at = if i + c.len_utf8() == value.len() {
+        "at the end".to_owned()
+    } else if i == 0 {
+        "at the start".to_owned()
+    } else {
+        format!("at byte {i}")
+    };
+    Some(format!("{what} {at}"))
+}
+
+/// Checks the credential variables that are set, as `get` reads them (`std::env::var_os`),
+/// so that a bad one stops start-up with a line naming it instead of failing every call.
+/// Values are not trimmed: a secret is used as given or not at all. An empty variable is what
+/// the SDK treats as unset; `AWS_SESSION_TOKEN` is trimmed by the SDK itself, so only what is
+/// inside it counts.
+pub fn check_credential_variables(
+    get: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<(), String> {
+    for name in CREDENTIAL_VARIABLES {
+        let Some(raw) = get(name) else { continue };
+        let Some(value) = raw.to_str() else {
+            return Err(format!(
+                "{name} is not valid UTF-8; an AWS credential is printable ASCII without spaces"
+            ));
+        };
+        let value = if name == "AWS_SESSION_TOKEN" {
+            value.trim()
+        } else {
+            value
+        };
+        if value.is_empty() {
+            continue;
+        }
+        if let Some(flaw) = credential_flaw(value) {
+            return Err(format!(
+                "{name} holds {flaw}; an AWS credential is printable ASCII without spaces (a secret file's trailing newline?). Fix the value: it is not trimmed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Which part of `credentials` cannot sign a request, and why.
+fn unusable_credentials(credentials: &Credentials) -> Option<String> {
+    let token = credentials.session_token().map(str::trim);
+    [
+        ("access key id", Some(credentials.access_key_id())),
+        ("secret access key", Some(credentials.secret_access_key())),
+        ("session token", token),
+    ]
+    .into_iter()
+    .find_map(|(part, value)| Some(format!("its {part} holds {}", credential_flaw(value?)?)))
+}
+
 /// What the endpoint resolver of a service needs from the shared configuration.
 pub struct EndpointInputs {
     pub region: String,
@@ -234,7 +313,13 @@ impl JsonClient {
         let ms = self.clock_correction_ms.load(Ordering::Relaxed);
         let d = Duration::from_millis(ms.unsigned_abs());
         let now = SystemTime::now();
-        if ms >= 0 { now + d } else { now - d }
+        // Checked: a correction taken from an answer's `Date` must not panic the addition.
+        let corrected = if ms >= 0 {
+            now.checked_add(d)
+        } else {
+            now.checked_sub(d)
+        };
+        corrected.unwrap_or(now)
     }
 
     fn signed_request(
@@ -245,7 +330,7 @@ impl JsonClient {
         time: SystemTime,
     ) -> Result<http::Request<SdkBody>, CallError> {
         let sign = match self.canonical_path.as_deref() {
-            Some(path) => self.sign(path, target, &body, credentials, time),
+            Some(path) => self.sign(path, target, &body, credentials, time)?,
             None => self.sign_with_aws_sigv4(target, &body, credentials, time)?,
         };
         let mut request = http::Request::post(self.endpoint.clone())
@@ -274,14 +359,23 @@ impl JsonClient {
         body: &[u8],
         credentials: &Credentials,
         time: SystemTime,
-    ) -> Vec<(HeaderName, HeaderValue)> {
-        let secs = time
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, CallError> {
+        let unsignable = |what: String| CallError {
+            class: Class::Permanent,
+            message: format!("request could not be signed: {what}"),
+        };
+        // "2026-11-30T10:45:00Z" → "20261130T104500Z". A time before 1970 or after 9999 (a
+        // clock, or a clock correction, gone wrong) has no such form: an error, not a panic.
+        let stamp = time
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        // "2026-11-30T10:45:00Z" → "20261130T104500Z".
-        let stamp = aws_smithy_types::DateTime::from_secs(secs as i64)
-            .fmt(aws_smithy_types::date_time::Format::DateTime)
-            .expect("a time after 1970 formats");
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .and_then(|secs| {
+                aws_smithy_types::DateTime::from_secs(secs)
+                    .fmt(aws_smithy_types::date_time::Format::DateTime)
+                    .ok()
+            })
+            .ok_or_else(|| unsignable(format!("the signing time {time:?} has no ISO 8601 form")))?;
         let amz_date: String = stamp.chars().filter(|c| !matches!(c, '-' | ':')).collect();
         let date = &amz_date[..8];
         let token = credentials.session_token();
@@ -338,18 +432,29 @@ impl JsonClient {
             "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
             credentials.access_key_id()
         );
-        let value = |v: &str| HeaderValue::from_str(v).expect("ASCII without control characters");
+        // The credentials were checked when fetched (`unusable_credentials`); the region comes
+        // from the configuration, and a line break in it must not panic either.
+        let value = |name: &str, v: &str| {
+            HeaderValue::from_str(v).map_err(|_| {
+                unsignable(format!(
+                    "the {name} header would hold a character a header cannot carry (check AWS_REGION and the credentials)"
+                ))
+            })
+        };
         let mut headers = vec![
-            (AUTHORIZATION, value(&authorization)),
-            (HeaderName::from_static("x-amz-date"), value(&amz_date)),
+            (AUTHORIZATION, value("authorization", &authorization)?),
+            (
+                HeaderName::from_static("x-amz-date"),
+                value("x-amz-date", &amz_date)?,
+            ),
         ];
         if let Some(token) = token {
             headers.push((
                 HeaderName::from_static("x-amz-security-token"),
-                value(token.trim()),
+                value("x-amz-security-token", token.trim())?,
             ));
         }
-        headers
+        Ok(headers)
     }
 
     /// The same through `aws-sigv4`'s general signer: for an endpoint with a path that needs
@@ -428,6 +533,13 @@ impl JsonClient {
                 class: Class::Transient,
                 message: format!("no AWS credentials: {}", crate::error_chain(&e)),
             })?;
+        // Not cached: the provider is asked again on the next call, and may have been fixed.
+        if let Some(flaw) = unusable_credentials(&c) {
+            return Err(CallError {
+                class: Class::Permanent,
+                message: format!("the AWS credentials provided cannot sign a request: {flaw}"),
+            });
+        }
         *cached = Some(c.clone());
         Ok(c)
     }
@@ -500,11 +612,13 @@ fn clock_correction(
     use aws_smithy_types::date_time::Format;
     code.filter(|c| CLOCK_SKEW_CODES.contains(c))?;
     let server = SystemTime::try_from(DateTime::from_str(date?, Format::HttpDate).ok()?).ok()?;
+    // Saturating: the `Date` is the server's word, and must not wrap into another sign.
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let off = |a: SystemTime, b: SystemTime| match a.duration_since(b) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => millis(d),
+        Err(e) => -millis(e.duration()),
     };
-    (off(server, signed_at).unsigned_abs() > SKEW_THRESHOLD.as_millis() as u64)
+    (off(server, signed_at).unsigned_abs() > SKEW_THRESHOLD.as_secs() * 1000)
         .then(|| off(server, answered_at))
 }
 
@@ -637,8 +751,11 @@ pub(crate) mod tests {
                         h.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
                         h
                     };
-                    let direct =
-                        sorted(client.sign(&path, target, body.as_bytes(), credentials, time));
+                    let direct = sorted(
+                        client
+                            .sign(&path, target, body.as_bytes(), credentials, time)
+                            .unwrap(),
+                    );
                     let reference = sorted(
                         client
                             .sign_with_aws_sigv4(target, body.as_bytes(), credentials, time)
@@ -648,6 +765,156 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_credential_is_printable_ascii_without_spaces() {
+        assert_eq!(credential_flaw("AKIDEXAMPLE"), None);
+        assert_eq!(credential_flaw("wJalr/K7MDENG+bPxRfiCY=="), None);
+        let flaw = |v: &str| credential_flaw(v).unwrap();
+        assert_eq!(flaw("secret\n"), "a line break at the end");
+        assert_eq!(flaw("secret\r\n"), "a line break at byte 6");
+        assert_eq!(flaw(" secret"), "a space at the start");
+        assert_eq!(flaw("sec\tret"), "a tab at byte 3");
+        assert_eq!(flaw("sec\u{7f}ret"), "a control character at byte 3");
+        assert_eq!(flaw("sécret"), "a non-ASCII character at byte 1");
+        assert!(flaw("").contains("empty"));
+    }
+
+    #[test]
+    fn a_bad_credential_variable_is_named_without_its_value() {
+        use std::ffi::OsString;
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        assert_eq!(check_credential_variables(env(&[])), Ok(()));
+        assert_eq!(
+            check_credential_variables(env(&[
+                ("AWS_ACCESS_KEY_ID", "AKID"),
+                ("AWS_SECRET_ACCESS_KEY", "s3cr/t+KEY"),
+                // Empty is unset to the SDK, and it trims the session token itself.
+                ("SECRET_ACCESS_KEY", ""),
+                ("AWS_SESSION_TOKEN", "FwoG+tok/en==\n"),
+            ])),
+            Ok(())
+        );
+        let e = check_credential_variables(env(&[
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2\n"),
+        ]))
+        .unwrap_err();
+        assert!(
+            e.starts_with("AWS_SECRET_ACCESS_KEY holds a line break at the end"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "the secret is not printed: {e}");
+        let e = check_credential_variables(env(&[("AWS_ACCESS_KEY_ID", "AKID ")])).unwrap_err();
+        assert!(e.starts_with("AWS_ACCESS_KEY_ID holds a space"), "{e}");
+        let e = check_credential_variables(env(&[("AWS_SESSION_TOKEN", "tok\nen")])).unwrap_err();
+        assert!(e.starts_with("AWS_SESSION_TOKEN holds a line break"), "{e}");
+    }
+
+    /// A provider (not the environment, which start-up checks) hands over a credential with a
+    /// line break: the call fails, naming the part, and nothing is sent. The access key id
+    /// panicked in the Authorization header; the secret was sent to fail as a bad signature.
+    #[tokio::test]
+    async fn credentials_that_cannot_sign_fail_the_call_without_sending_it() {
+        use aws_smithy_http_client::test_util::StaticReplayClient;
+        for (credentials, part) in [
+            (
+                Credentials::new("AKID\n", "secret", None, None, "t"),
+                "access key id",
+            ),
+            (
+                Credentials::new("AKID", "secret\n", None, None, "t"),
+                "secret access key",
+            ),
+            (
+                Credentials::new("AKID", "secret", Some("to\nken".into()), None, "t"),
+                "session token",
+            ),
+        ] {
+            let replay = StaticReplayClient::new(vec![]);
+            let sdk = sdk_config(|b| b, credentials);
+            let endpoint = Endpoint::builder()
+                .url("https://sqs.eu-west-1.amazonaws.com")
+                .build();
+            let http = SharedHttpConnector::new(replay.clone());
+            let client =
+                JsonClient::new(&sdk, http, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+            let e = client
+                .call("AmazonSQS.SendMessageBatch", b"{}".to_vec())
+                .await
+                .unwrap_err();
+            assert_eq!(e.class, Class::Permanent, "{}", e.message);
+            assert!(
+                e.message
+                    .contains(&format!("its {part} holds a line break")),
+                "{}",
+                e.message
+            );
+            assert_eq!(
+                replay.actual_requests().count(),
+                0,
+                "{part}: a request was sent"
+            );
+        }
+    }
+
+    /// Configuration and clocks outside the credentials cannot panic the signer either.
+    #[test]
+    fn a_region_or_a_time_that_cannot_be_signed_is_an_error() {
+        let credentials = Credentials::new("AKID", "secret", None, None, "t");
+        let sdk = sdk_config(|b| b, credentials.clone());
+        let endpoint = Endpoint::builder().url("http://127.0.0.1:4566").build();
+        let client = JsonClient::new(
+            &sdk,
+            crate::transport::Transport::new().calls(),
+            "dynamodb",
+            "eu-west-1\n".into(),
+            Ok(endpoint),
+        )
+        .unwrap();
+        let path = client.canonical_path.clone().unwrap();
+        let target = "DynamoDB_20120810.Scan";
+        let e = client
+            .sign(&path, target, b"{}", &credentials, SystemTime::now())
+            .unwrap_err();
+        assert!(e.message.contains("authorization header"), "{}", e.message);
+        let client = client_for("dynamodb", "http://127.0.0.1:4566", &credentials).unwrap();
+        // Year 10000 (a server's Date of 31 Dec 9999 as the clock correction, plus a moment).
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        let e = client
+            .sign(&path, target, b"{}", &credentials, far)
+            .unwrap_err();
+        assert!(e.message.contains("signing time"), "{}", e.message);
+    }
+
+    /// A clock correction taken from a server's `Date` (at most year 9999, and then some) or
+    /// beyond: the call fails without sending, the worker does not panic.
+    #[tokio::test]
+    async fn a_clock_correction_that_cannot_be_signed_with_fails_the_call() {
+        use aws_smithy_http_client::test_util::StaticReplayClient;
+        let replay = StaticReplayClient::new(vec![]);
+        let sdk = sdk_config(|b| b, Credentials::new("AKID", "secret", None, None, "t"));
+        let endpoint = Endpoint::builder()
+            .url("https://sqs.eu-west-1.amazonaws.com")
+            .build();
+        let http = SharedHttpConnector::new(replay.clone());
+        let client = JsonClient::new(&sdk, http, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+        client
+            .clock_correction_ms
+            .store(i64::MAX, Ordering::Relaxed);
+        let e = client
+            .call("AmazonSQS.SendMessageBatch", b"{}".to_vec())
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("signing time"), "{}", e.message);
+        assert_eq!(replay.actual_requests().count(), 0);
     }
 
     #[test]

@@ -45,15 +45,15 @@ pub enum EnqueueError {
         #[source]
         source: sqs::SendTasksError,
     },
-    #[error(
-        "invalid job: --read-units-per-second must be 0 (unlimited) or a positive number, got {0}"
-    )]
-    ReadBudget(f64),
     #[error("invalid job: DynamoDB rejected the scan expressions: {0}")]
     Probe(String),
     /// A projection valid as written that the key attributes the workers add make too long.
     #[error("invalid job: {0}")]
     Projection(String),
+    /// Checked here as well as in the task: a NaN or infinite budget would travel as JSON
+    /// `null`, which a task reads as "unlimited".
+    #[error("invalid job: --read-units-per-second {0}")]
+    Budget(String),
 }
 
 /// Asks DynamoDB to check the job's expressions against the table with a one-row scan
@@ -99,10 +99,8 @@ pub async fn probe(
 
 /// The task bodies of a job, validated by the same rules the workers apply.
 pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
-    // JSON has no NaN or infinity: serde_json writes them as null, which the workers read as
-    // "no budget". Refused here, before the value is lost; the range is the workers' rule.
-    if let Some(r) = job.read_units_per_second.filter(|r| !r.is_finite()) {
-        return Err(EnqueueError::ReadBudget(r));
+    if let Some(rate) = job.read_units_per_second {
+        crate::budget::check_rate(rate).map_err(EnqueueError::Budget)?;
     }
     (0..job.segments.max(1))
         .map(|segment| {
@@ -210,6 +208,23 @@ mod tests {
             j.read_units_per_second = Some(bad);
             let e = task_bodies(&j).unwrap_err().to_string();
             assert!(e.contains("--read-units-per-second"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_budget_is_checked_with_the_tasks_bounds() {
+        let mut j = job(2);
+        j.read_units_per_second = Some(0.001);
+        assert!(task_bodies(&j).unwrap()[0].contains(r#""read_units_per_second":0.001"#));
+        j.read_units_per_second = Some(0.0);
+        task_bodies(&j).unwrap();
+        for bad in [1e-20, -1.0, 2e9, f64::NAN, f64::INFINITY] {
+            j.read_units_per_second = Some(bad);
+            let e = task_bodies(&j).unwrap_err().to_string();
+            assert!(
+                e.contains("--read-units-per-second") && e.contains("0.001..="),
+                "{bad}: {e}"
+            );
         }
     }
 }

@@ -181,6 +181,12 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    // Every command signs AWS calls: a credential variable that cannot sign (a secret file's
+    // trailing newline) stops here, named, rather than failing each call later.
+    if let Err(e) = scanfleet::direct::check_credential_variables(|name| std::env::var_os(name)) {
+        eprintln!("scanfleet: configuration: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = runtime().expect("the tokio runtime starts");
     let result = match cli.command {
         Command::Worker => runtime.block_on(run_worker(settings)),

@@ -76,6 +76,54 @@ pub struct TableKey {
     pub partition: String,
 }
 
+impl TableKey {
+    /// The key a `DescribeTable` answer gives, checked: without one partition (HASH) key
+    /// attribute every row would have the same `row_id` (and FIFO group), so such an answer is
+    /// refused, naming the table, and not cached (the next task asks again).
+    pub fn from_schema(
+        table: &str,
+        schema: Vec<aws_sdk_dynamodb::types::KeySchemaElement>,
+    ) -> Result<Self, BadKeySchema> {
+        use aws_sdk_dynamodb::types::KeyType;
+        let refuse = |problem: String| BadKeySchema {
+            table: table.to_owned(),
+            problem,
+        };
+        if schema.is_empty() {
+            return Err(refuse("an empty key schema".into()));
+        }
+        if schema.iter().any(|k| k.attribute_name.is_empty()) {
+            return Err(refuse("a key attribute without a name".into()));
+        }
+        let hash: Vec<&str> = schema
+            .iter()
+            .filter(|k| k.key_type == KeyType::Hash)
+            .map(|k| k.attribute_name.as_str())
+            .collect();
+        let [partition] = hash[..] else {
+            return Err(refuse(format!(
+                "{} partition (HASH) key attributes, not one",
+                hash.len()
+            )));
+        };
+        let partition = partition.to_owned();
+        let mut names: Vec<String> = schema.into_iter().map(|k| k.attribute_name).collect();
+        names.sort();
+        names.dedup();
+        Ok(Self { names, partition })
+    }
+}
+
+/// A `DescribeTable` answer whose key schema cannot identify rows.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "table {table:?}: DescribeTable answered {problem}; refusing to scan it, as every row would get the same row_id"
+)]
+pub struct BadKeySchema {
+    pub table: String,
+    pub problem: String,
+}
+
 /// Primary keys per table, read once with DescribeTable.
 #[derive(Default)]
 pub struct KeySchemas(Mutex<HashMap<String, Arc<TableKey>>>);
@@ -85,20 +133,13 @@ impl KeySchemas {
         &self,
         client: &aws_sdk_dynamodb::Client,
         table: &str,
-    ) -> Result<Arc<TableKey>, SdkError<DescribeTableError, HttpResponse>> {
+    ) -> Result<Arc<TableKey>, SegmentError> {
         if let Some(k) = self.0.lock().expect("not poisoned").get(table) {
             return Ok(k.clone());
         }
         let out = client.describe_table().table_name(table).send().await?;
         let schema = out.table.and_then(|t| t.key_schema).unwrap_or_default();
-        let partition = schema
-            .iter()
-            .find(|k| k.key_type == aws_sdk_dynamodb::types::KeyType::Hash)
-            .map(|k| k.attribute_name.clone())
-            .unwrap_or_default();
-        let mut names: Vec<String> = schema.into_iter().map(|k| k.attribute_name).collect();
-        names.sort();
-        let key = Arc::new(TableKey { names, partition });
+        let key = Arc::new(TableKey::from_schema(table, schema)?);
         self.0
             .lock()
             .expect("not poisoned")
@@ -136,6 +177,8 @@ pub struct Outcome {
 pub enum SegmentError {
     #[error("reading the table's key schema failed: {0}")]
     Describe(#[from] SdkError<DescribeTableError, HttpResponse>),
+    #[error(transparent)]
+    KeySchema(#[from] BadKeySchema),
     #[error(transparent)]
     Scan(#[from] ScanError),
     /// The scan request DynamoDB would refuse, judged before it is sent.
@@ -217,8 +260,9 @@ async fn scan(
             // simply read again by whoever continues the segment.
             break;
         };
-        // The publisher may end the chunk while the scanner waits out the budget: stop then,
-        // rather than read (and pay for) a page nobody will take.
+        // The publisher may end the chunk while the scanner waits out the budget (a drain, or
+        // the chunk's time up): stop then, rather than read (and pay for) a page nobody will
+        // take. The hard stop drops this future, sleep and all, which holds nothing.
         let paced = async {
             for b in &budgets {
                 b.ready().await;
@@ -368,6 +412,15 @@ async fn publish(
     let mut batcher = Batcher::new(out.max_batch_bytes);
     let mut in_flight = JoinSet::new();
     let started = Instant::now();
+    // The scanner may wait out a read budget far longer than a chunk lasts; the chunk's time
+    // is up at this deadline whether or not another page has come.
+    let time_up = async {
+        match tokio::time::Instant::now().checked_add(out.checkpointing.every) {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(time_up);
     let mut rows = 0u64;
     let mut pages = 0u64;
     let (mut scanned, mut diverted, mut read_units) = (0u64, 0u64, 0f64);
@@ -384,6 +437,9 @@ async fn publish(
                     Some(key) => End::Checkpoint(key),
                     None => End::NothingDone,
                 };
+            }
+            () = &mut time_up, if resume.is_some() => {
+                break resume.take().map_or(End::NothingDone, End::Checkpoint);
             }
             page = rx.recv() => page,
         };
@@ -522,6 +578,42 @@ mod tests {
             ("SK".to_owned(), AttributeValue::S(sk.into())),
             ("other".to_owned(), AttributeValue::N("1".into())),
         ])
+    }
+
+    #[test]
+    fn a_key_schema_without_one_partition_key_is_refused_naming_the_table() {
+        use aws_sdk_dynamodb::types::{KeySchemaElement, KeyType};
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .unwrap()
+        };
+        let k = TableKey::from_schema(
+            "items",
+            vec![key("SK", KeyType::Range), key("PK", KeyType::Hash)],
+        )
+        .unwrap();
+        assert_eq!(
+            (k.names, k.partition.as_str()),
+            (vec!["PK".into(), "SK".into()], "PK")
+        );
+        for (schema, problem) in [
+            (vec![], "an empty key schema"),
+            (vec![key("SK", KeyType::Range)], "0 partition (HASH) key"),
+            (
+                vec![key("A", KeyType::Hash), key("B", KeyType::Hash)],
+                "2 partition (HASH) key",
+            ),
+            (vec![key("", KeyType::Hash)], "without a name"),
+        ] {
+            let e = TableKey::from_schema("items", schema)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(r#"table "items""#) && e.contains(problem), "{e}");
+            assert!(e.contains("same row_id"), "{e}");
+        }
     }
 
     #[test]

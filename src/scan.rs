@@ -96,6 +96,11 @@ pub enum ScanError {
     /// A direct Scan answer that cannot be read as one (see `read_answer`).
     #[error("scan answer could not be read: {0}")]
     Answer(serde_json::Error),
+    /// An SDK answer's `LastEvaluatedKey` that is not a table key (an attribute type the SDK
+    /// does not know, more than two attributes…): resuming from it is impossible, and writing
+    /// it into a continuation task panicked.
+    #[error("scan answer's LastEvaluatedKey cannot be resumed from: {0}")]
+    NextKey(String),
 }
 
 impl From<SdkError<SdkScanError, aws_smithy_runtime_api::http::Response>> for ScanError {
@@ -137,10 +142,7 @@ impl Scanner {
 }
 
 fn sdk_page(output: ScanOutput, rows: &mut RowWriter<'_>) -> Result<Page, ScanError> {
-    let units = output
-        .consumed_capacity
-        .and_then(|c| c.capacity_units)
-        .unwrap_or(0.0);
+    let units = crate::budget::page_units(output.consumed_capacity.and_then(|c| c.capacity_units));
     Ok(Page {
         rows: output
             .items
@@ -148,10 +150,24 @@ fn sdk_page(output: ScanOutput, rows: &mut RowWriter<'_>) -> Result<Page, ScanEr
             .into_iter()
             .map(|item| rows.from_item(item))
             .collect::<Result<_, _>>()?,
-        next: output.last_evaluated_key.filter(|k| !k.is_empty()),
+        next: sdk_next_key(output.last_evaluated_key)?,
         scanned: u64::try_from(output.scanned_count).unwrap_or(0),
         units,
     })
+}
+
+/// The SDK answer's `LastEvaluatedKey`, held to the rules a task's `exclusive_start_key` and
+/// the direct client's answer are held to ([`item::key_from_json`]): the key goes into the
+/// continuation task and the ledger as JSON, which must be possible and must read back.
+fn sdk_next_key(key: Option<Item>) -> Result<Option<Item>, ScanError> {
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    let json =
+        serde_json::to_value(DynamoItem(&key)).map_err(|e| ScanError::NextKey(e.to_string()))?;
+    item::key_from_json(&json)
+        .map(Some)
+        .map_err(|e| ScanError::NextKey(format!("{json}: {e}")))
 }
 
 /// A `Scan` client for one DynamoDB endpoint.
@@ -298,7 +314,7 @@ impl<'de> Visitor<'de> for AnswerSeed<'_, '_> {
                 "ScannedCount" => page.scanned = map.next_value()?,
                 "ConsumedCapacity" => {
                     let capacity: Option<Capacity> = map.next_value()?;
-                    page.units = capacity.and_then(|c| c.capacity_units).unwrap_or(0.0);
+                    page.units = crate::budget::page_units(capacity.and_then(|c| c.capacity_units));
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -398,6 +414,59 @@ mod tests {
         assert!(last.rows.is_empty() && last.next.is_none());
         let empty_key = read_answer(br#"{"Items":[],"LastEvaluatedKey":{}}"#, &mut rows).unwrap();
         assert!(empty_key.next.is_none());
+        // Consumed capacity is bounded as it is read: it feeds the budget, a gauge and the
+        // ledger's sums, which a negative or absurd figure would run backwards or to infinity.
+        for (units, taken) in [("-5", 0.0), ("1e308", crate::budget::MAX_PAGE_UNITS)] {
+            let answer =
+                format!(r#"{{"Items":[],"ConsumedCapacity":{{"CapacityUnits":{units}}}}}"#);
+            let page = read_answer(answer.as_bytes(), &mut rows).unwrap();
+            assert_eq!(page.units, taken, "{units}");
+        }
+        let sdk = ScanOutput::builder()
+            .consumed_capacity(
+                aws_sdk_dynamodb::types::ConsumedCapacity::builder()
+                    .capacity_units(-1.0)
+                    .build(),
+            )
+            .build();
+        assert_eq!(sdk_page(sdk, &mut rows).unwrap().units, 0.0);
+    }
+
+    /// A LastEvaluatedKey that is no table key fails the page (an `Unknown` attribute type,
+    /// which only the SDK's parser can make, is tested in tests/mocks.rs).
+    #[test]
+    fn an_sdk_next_key_that_is_no_table_key_fails_the_page() {
+        let keys = ["PK".to_owned()];
+        let mut rows = RowWriter::new(OutputFormat::Plain, &keys);
+        let page_with = |key: Item| {
+            ScanOutput::builder()
+                .set_last_evaluated_key(Some(key))
+                .build()
+        };
+        let good = HashMap::from([("PK".to_owned(), AttributeValue::S("a".into()))]);
+        let page = sdk_page(page_with(good.clone()), &mut rows).unwrap();
+        assert_eq!(page.next, Some(good));
+        assert!(
+            sdk_page(page_with(HashMap::new()), &mut rows)
+                .unwrap()
+                .next
+                .is_none()
+        );
+        for bad in [
+            HashMap::from([("PK".to_owned(), AttributeValue::Bool(true))]),
+            HashMap::from([
+                ("A".to_owned(), AttributeValue::S("a".into())),
+                ("B".to_owned(), AttributeValue::S("b".into())),
+                ("C".to_owned(), AttributeValue::S("c".into())),
+            ]),
+        ] {
+            match sdk_page(page_with(bad.clone()), &mut rows) {
+                Err(e @ ScanError::NextKey(_)) => {
+                    assert!(e.to_string().contains("LastEvaluatedKey"), "{e}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

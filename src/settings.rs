@@ -287,12 +287,8 @@ impl Settings {
                 format!("contains an empty table name ({t:?})"),
             ));
         }
-        let rate = self.scan.read_units_per_second;
-        if !(0.0..=crate::budget::MAX_READ_UNITS_PER_SECOND).contains(&rate) {
-            return Err(invalid(
-                "scan.read_units_per_second",
-                format!("must be 0 (unlimited) or positive, at most 1e9, got {rate}"),
-            ));
+        if let Err(e) = crate::budget::check_rate(self.scan.read_units_per_second) {
+            return Err(invalid("scan.read_units_per_second", e));
         }
         if !(1..=256).contains(&self.worker.concurrency) {
             return Err(invalid(
@@ -537,6 +533,11 @@ mod tests {
             (
                 "SCANFLEET__SCAN__READ_UNITS_PER_SECOND",
                 "-1",
+                "scan.read_units_per_second",
+            ),
+            (
+                "SCANFLEET__SCAN__READ_UNITS_PER_SECOND",
+                "1e-20",
                 "scan.read_units_per_second",
             ),
             (

@@ -259,8 +259,8 @@ impl ControlQueue {
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, 10) as i32)
-            .wait_time_seconds(wait.as_secs() as i32)
-            .visibility_timeout(visibility.as_secs() as i32)
+            .wait_time_seconds(secs_i32(wait))
+            .visibility_timeout(secs_i32(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await?;
@@ -278,7 +278,7 @@ impl ControlQueue {
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(receipt)
-            .visibility_timeout(timeout.as_secs() as i32)
+            .visibility_timeout(secs_i32(timeout))
             .send()
             .await?;
         Ok(())
@@ -331,13 +331,7 @@ impl ControlQueue {
 impl ControlQueue {
     /// The `maxReceiveCount` of the queue's redrive policy, if it has one and it can be read.
     pub async fn max_receive_count(&self) -> Option<u32> {
-        let policy = self.redrive_policy().await??;
-        let v: serde_json::Value = serde_json::from_str(&policy).ok()?;
-        match &v["maxReceiveCount"] {
-            serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        }
+        max_receive_count_of(&self.redrive_policy().await??)
     }
 }
 
@@ -351,6 +345,37 @@ pub struct SendTasksError {
     pub total: usize,
     #[source]
     pub source: SendError,
+}
+
+/// SQS's range for a redrive policy's `maxReceiveCount`.
+const MAX_RECEIVE_COUNTS: std::ops::RangeInclusive<u32> = 1..=1000;
+
+/// The `maxReceiveCount` of a `RedrivePolicy` (a number or a numeric string), if it is one SQS
+/// allows; anything else is unknown rather than wrapped (4294967297 read `as u32` was 1, and
+/// every first failure would have counted as the last).
+fn max_receive_count_of(policy: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(policy).ok()?;
+    let n = match v.get("maxReceiveCount")? {
+        serde_json::Value::Number(n) => u32::try_from(n.as_u64()?).ok()?,
+        serde_json::Value::String(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    MAX_RECEIVE_COUNTS.contains(&n).then_some(n)
+}
+
+/// SQS's range for a queue's `MaximumMessageSize` (1 KiB to 1 MiB).
+const MESSAGE_SIZES: std::ops::RangeInclusive<usize> = 1024..=1_048_576;
+
+/// A queue's `MaximumMessageSize` attribute, if it is one SQS allows: a 0 would have sent
+/// every row to the oversize path.
+fn max_message_size_of(attribute: &str) -> Option<usize> {
+    attribute.parse().ok().filter(|n| MESSAGE_SIZES.contains(n))
+}
+
+/// A duration as the whole seconds an SQS parameter takes (`i32`), saturating rather than
+/// wrapping.
+fn secs_i32(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
 
 /// Sends task bodies to the control queue, 10 per `SendMessageBatch`, several batches at once.
@@ -421,9 +446,9 @@ pub async fn max_message_size(client: &Client, url: &str) -> Option<usize> {
         aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
     )
     .await
-    .ok()??
-    .parse()
-    .ok()
+    .ok()?
+    .as_deref()
+    .and_then(max_message_size_of)
 }
 
 pub type AttributesError =
@@ -493,4 +518,29 @@ async fn count_sum(
         .iter()
         .filter_map(|k| attrs.get(k).and_then(|v| v.parse::<u64>().ok()))
         .fold(0, u64::saturating_add))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_attributes_outside_sqs_ranges_are_unknown_not_wrapped() {
+        let policy =
+            |count: &str| format!(r#"{{"deadLetterTargetArn":"arn","maxReceiveCount":{count}}}"#);
+        assert_eq!(max_receive_count_of(&policy("5")), Some(5));
+        assert_eq!(max_receive_count_of(&policy(r#""7""#)), Some(7));
+        for bad in ["4294967297", "0", "1001", "-1", "2.5", r#""x""#, "null"] {
+            assert_eq!(max_receive_count_of(&policy(bad)), None, "{bad}");
+        }
+        assert_eq!(max_receive_count_of("not json"), None);
+        assert_eq!(max_receive_count_of("[]"), None);
+        assert_eq!(max_message_size_of("262144"), Some(262_144));
+        assert_eq!(max_message_size_of("1048576"), Some(1_048_576));
+        for bad in ["0", "1023", "1048577", "99999999999999999999", "-1", ""] {
+            assert_eq!(max_message_size_of(bad), None, "{bad}");
+        }
+        assert_eq!(secs_i32(Duration::from_secs(20)), 20);
+        assert_eq!(secs_i32(Duration::MAX), i32::MAX);
+    }
 }

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use crate::budget::MAX_READ_UNITS_PER_SECOND;
 use crate::expression::{RawScanOptions, ScanOptions};
 use crate::item;
 
@@ -298,13 +297,8 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
     };
     let read_units_per_second = match msg.read_units_per_second {
         None => None,
-        Some(0.0) => None,
-        Some(r) if r > 0.0 && r <= MAX_READ_UNITS_PER_SECOND => Some(r),
-        Some(r) => {
-            return Err(out_of_range(format!(
-                "read_units_per_second must be 0 (unlimited) or positive, at most {MAX_READ_UNITS_PER_SECOND}, got {r}"
-            )));
-        }
+        Some(r) => crate::budget::check_rate(r)
+            .map_err(|e| out_of_range(format!("read_units_per_second {e}")))?,
     };
     let options = RawScanOptions {
         filter_expression: msg.filter_expression,
@@ -589,12 +583,39 @@ mod tests {
         assert_eq!(ok(&body).read_units_per_second, Some(100.0));
         let t = ok(r#"{"current_segment":1,"total_segments":4,"read_units_per_second":0}"#);
         assert_eq!(t.read_units_per_second, None, "0 means unlimited");
-        for bad in ["-1", "1e10"] {
+        let t = ok(r#"{"current_segment":1,"total_segments":4,"read_units_per_second":0.001}"#);
+        assert_eq!(
+            t.read_units_per_second,
+            Some(0.001),
+            "the documented minimum"
+        );
+        // 1e-20 panicked the worker on its second page; it is refused as out of range.
+        for bad in ["-1", "1e10", "1e-20", "0.0009", "5e-324"] {
             let e = rejected(&format!(
                 r#"{{"current_segment":1,"total_segments":4,"read_units_per_second":{bad}}}"#
             ));
             assert_eq!(e.reason, RejectReason::OutOfRange, "{bad}");
-            assert!(e.detail.contains("read_units_per_second"), "{e}");
+            assert!(
+                e.detail.contains("read_units_per_second") && e.detail.contains("0.001..="),
+                "{e}"
+            );
+        }
+    }
+
+    /// The corpus the emulator test dead-letters (tests/faults.rs), checked here without AWS:
+    /// each body is refused for the reason it names.
+    #[test]
+    fn the_bad_task_corpus_is_refused_for_its_reasons() {
+        #[derive(Deserialize)]
+        struct Case {
+            body: String,
+            reason: String,
+        }
+        let corpus: Vec<Case> =
+            serde_json::from_str(include_str!("../tests/data/bad_tasks.json")).unwrap();
+        for case in corpus {
+            let e = rejected(&case.body);
+            assert_eq!(e.reason.label(), case.reason, "{}: {e}", case.body);
         }
     }
 

@@ -19,6 +19,36 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     )
 }
 
+/// [`run`] for a command that would run on (a worker that started): killed after a minute, and
+/// then reported as a failure of the test rather than hanging it.
+fn run_bounded(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(BINARY);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("run scanfleet");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(out) => {
+            let out = out.expect("wait for scanfleet");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            // SAFETY: kill with a pid of our own child and a signal number touches no memory.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("scanfleet {args:?} was still running after 60 s (it started)");
+        }
+    }
+}
+
 #[test]
 fn worker_without_configuration_names_the_missing_key() {
     let (ok, err) = run(&["worker"], &[]);
@@ -82,4 +112,28 @@ fn enqueue_refuses_a_read_budget_that_is_not_a_number() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains("--read-units-per-second"), "{bad}: {err}");
     }
+}
+
+#[test]
+fn a_credential_variable_with_a_trailing_newline_stops_start_up_naming_it() {
+    let env = [
+        ("SCANFLEET__CONTROL__QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SCANFLEET__OUTPUT__QUEUE_URL", "http://127.0.0.1:1/o"),
+        ("SCANFLEET__SCAN__DEFAULT_TABLE", "items"),
+        ("SCANFLEET__METRICS__LISTEN", "127.0.0.1:0"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n",
+        ),
+    ];
+    let (ok, err) = run_bounded(&["worker"], &env);
+    assert!(!ok, "started: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("AWS_SECRET_ACCESS_KEY") && err.contains("line break at the end"),
+        "{err}"
+    );
+    assert!(!err.contains("wJalr"), "the secret is printed: {err}");
 }

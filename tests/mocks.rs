@@ -492,3 +492,158 @@ async fn the_redrive_loop_ends_when_other_jobs_tasks_come_back_into_view() {
     assert_eq!((send.num_calls(), delete.num_calls()), (1, 1));
     assert_eq!(release.num_calls(), 2, "the other job's tasks stay hidden");
 }
+
+/// A page that consumed `units` read capacity units.
+fn paid_page(rows: std::ops::Range<u32>, next: Option<u32>, units: f64) -> ScanOutput {
+    let mut page = page(rows, next);
+    page.consumed_capacity = Some(
+        aws_sdk_dynamodb::types::ConsumedCapacity::builder()
+            .capacity_units(units)
+            .build(),
+    );
+    page
+}
+
+/// A job at the smallest budget: its first page (1 unit) goes at once, the second waits
+/// 1,000 s for the budget.
+fn slow_budget_task() -> Task {
+    Task {
+        read_units_per_second: Some(scanfleet::budget::MIN_READ_UNITS_PER_SECOND),
+        ..task()
+    }
+}
+
+fn paid_scan_rule() -> aws_smithy_mocks::Rule {
+    mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| paid_page(0..2, Some(1), 1.0))
+        .output(|| paid_page(2..4, None, 1.0))
+        .build()
+}
+
+fn first_page_key() -> End {
+    End::Checkpoint(HashMap::from([(
+        "PK".to_owned(),
+        AttributeValue::S("k1".into()),
+    )]))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_waiting_for_its_budget_checkpoints_at_once_on_drain() {
+    let (describe, scan) = (describe_rule(), paid_scan_rule());
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let out = output(dynamodb, sqs_client, 1000);
+    let stop = CancellationToken::new();
+    let drain_at = Duration::from_secs(5);
+    let drain = {
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(drain_at).await;
+            stop.cancel();
+        }
+    };
+    let start = tokio::time::Instant::now();
+    let task = slow_budget_task();
+    let (outcome, ()) = tokio::join!(pipeline::run_segment(&out, &task, &stop), drain);
+    let outcome = outcome.expect("the chunk checkpoints");
+    // Paused time: the run ends when the drain comes, not when the budget would allow a page.
+    assert_eq!(start.elapsed(), drain_at);
+    assert_eq!(outcome.end, first_page_key());
+    assert_eq!((outcome.rows, outcome.published), (2, 2));
+    assert_eq!(
+        scan.num_calls(),
+        1,
+        "the page the budget held back was read"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_waiting_for_its_budget_checkpoints_when_its_time_is_up() {
+    let (describe, scan) = (describe_rule(), paid_scan_rule());
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let mut out = output(dynamodb, sqs_client, 1000);
+    out.checkpointing.every = Duration::from_secs(30);
+    let start = tokio::time::Instant::now();
+    let outcome = pipeline::run_segment(&out, &slow_budget_task(), &CancellationToken::new())
+        .await
+        .expect("the chunk checkpoints");
+    // worker.checkpoint_seconds holds while the budget holds the next page back (it waited
+    // the 1,000 s for that page before).
+    assert_eq!(start.elapsed(), out.checkpointing.every);
+    assert_eq!(outcome.end, first_page_key());
+    assert_eq!(scan.num_calls(), 1);
+}
+
+/// The hard stop drops the task's future (`worker::with_heartbeat`): dropped while it waits
+/// for the budget, it leaves nothing behind (every batch permit is back).
+#[tokio::test(start_paused = true)]
+async fn a_task_dropped_while_waiting_for_its_budget_leaves_nothing_behind() {
+    let (describe, scan) = (describe_rule(), paid_scan_rule());
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let out = output(dynamodb, sqs_client, 1000);
+    let permits = out.in_flight.available_permits();
+    let (task, stop) = (slow_budget_task(), CancellationToken::new());
+    let run = pipeline::run_segment(&out, &task, &stop);
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect_err("still waiting for the budget");
+    assert_eq!(scan.num_calls(), 1);
+    assert_eq!(out.in_flight.available_permits(), permits);
+}
+
+/// A `DescribeTable` answer without a key schema: every row would get the same `row_id`, so
+/// the segment is refused, naming the table, before any page is read.
+#[tokio::test]
+async fn an_empty_key_schema_is_refused_before_scanning() {
+    let describe = mock!(aws_sdk_dynamodb::Client::describe_table).then_output(|| {
+        DescribeTableOutput::builder()
+            .table(TableDescription::builder().build())
+            .build()
+    });
+    let scan = mock!(aws_sdk_dynamodb::Client::scan).then_output(|| page(0..2, None));
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let out = output(dynamodb, sqs_client, 1000);
+    for _ in 0..2 {
+        let err = pipeline::run_segment(&out, &task(), &CancellationToken::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"table "items""#) && err.contains("empty key schema"),
+            "{err}"
+        );
+    }
+    assert_eq!(describe.num_calls(), 2, "a refused schema is not cached");
+    assert_eq!((scan.num_calls(), send.num_calls()), (0, 0));
+}
+
+/// The SDK reads an attribute type it does not know as `AttributeValue::Unknown`. In a
+/// LastEvaluatedKey that became the chunk's checkpoint, and writing it into the continuation
+/// task or the ledger (`item::key_to_json`) panicked the worker: the page fails instead.
+#[tokio::test]
+async fn a_next_key_of_an_unknown_attribute_type_fails_the_page() {
+    let describe = describe_rule();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(200).unwrap(),
+            aws_smithy_types::body::SdkBody::from(
+                r#"{"Items":[{"PK":{"S":"k0"}}],"Count":1,"ScannedCount":1,"LastEvaluatedKey":{"PK":{"Z":"k0"}}}"#,
+            ),
+        )
+    });
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
+    let out = output(dynamodb, sqs_client, 1);
+    let result = pipeline::run_segment(&out, &task(), &CancellationToken::new()).await;
+    let err = result.expect_err("no checkpoint at a key that cannot be written");
+    assert!(err.to_string().contains("LastEvaluatedKey"), "{err}");
+}
