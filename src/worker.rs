@@ -288,11 +288,7 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
         receive_count: sqs::receive_count(&message),
     };
     telemetry::task_received(id, delivery.receive_count);
-    let handled = AssertUnwindSafe(handle_task(&shared, &delivery, body))
-        .catch_unwind()
-        .await;
-    if let Err(panic) = handled {
-        let error = TaskPanicked(panic_text(panic.as_ref()));
+    if let Err(error) = catch_panic(handle_task(&shared, &delivery, body)).await {
         match task::parse(body, &shared.scan) {
             Ok(task) => fail(&shared, &delivery, &task, &error).await,
             Err(_) => {
@@ -309,12 +305,22 @@ async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphore
 #[error("the task panicked: {0}")]
 struct TaskPanicked(String);
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
+/// Runs `work`, turning a panic in it into an error. `AssertUnwindSafe`: after a panic nothing
+/// of the task's state is used again; what it shared (the clients, the ledger) holds no state a
+/// half-done call could break.
+async fn catch_panic<T>(work: impl std::future::Future<Output = T>) -> Result<T, TaskPanicked> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            TaskPanicked(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into()),
+            )
+        })
 }
 
 /// Counts the task in flight from its start to its end, however it ends (a panic included).
@@ -734,5 +740,29 @@ where
 async fn release(control: &ControlQueue, id: &str, receipt: &str, delay: Duration) {
     if let Err(e) = control.set_visibility(receipt, delay).await {
         telemetry::ack_failed(id, "release", &e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_becomes_an_error_and_frees_what_it_held() {
+        let held = Arc::new(Semaphore::new(1));
+        let permit = held.clone().acquire_owned().await.unwrap();
+        let r = catch_panic(async move {
+            let _permit = permit;
+            let chunk = u32::MAX;
+            // What a wrapped counter would have been, with overflow checks on.
+            chunk.checked_add(1).expect("chunk + 1 overflowed")
+        })
+        .await;
+        let err = r.unwrap_err();
+        assert!(err.to_string().contains("chunk + 1 overflowed"), "{err}");
+        assert_eq!(held.available_permits(), 1, "the slot was freed");
+        assert_eq!(catch_panic(async { 7 }).await.unwrap(), 7);
+        let r = catch_panic(async { panic!("{} rows", 3) }).await;
+        assert!(r.unwrap_err().to_string().contains("3 rows"));
     }
 }
