@@ -312,7 +312,7 @@ impl Ledger {
         worker: &str,
         run: Option<&str>,
     ) -> Result<(), BoxError> {
-        let mut update = self.segment_update(job, task.segment as u32);
+        let mut update = self.running_update(job, task.segment as u32, worker);
         let mut expression = String::from(
             "SET #st = :running, worker = :w, heartbeat_at = :now, chunks = if_not_exists(chunks, :zero)",
         );
@@ -323,15 +323,26 @@ impl Ledger {
         let r = update
             .update_expression(expression)
             .condition_expression("attribute_not_exists(#st) OR #st <> :done")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":running", s(status::RUNNING))
             .expression_attribute_values(":done", s(status::DONE))
-            .expression_attribute_values(":w", s(worker))
-            .expression_attribute_values(":now", n(now_secs()))
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
         unless_condition_failed(r)
+    }
+
+    /// An update of a segment's record that marks it running on `worker` now (`#st`,
+    /// `:running`, `:w`, `:now` are set for the expression).
+    fn running_update(
+        &self,
+        job: &str,
+        segment: u32,
+        worker: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.segment_update(job, segment)
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":running", s(status::RUNNING))
+            .expression_attribute_values(":w", s(worker))
+            .expression_attribute_values(":now", n(now_secs()))
     }
 
     /// Starts a segment's record over for a new run of its job (see [`crate::dedup`]): the
@@ -346,11 +357,7 @@ impl Ledger {
         run: Option<&str>,
     ) -> Result<(), BoxError> {
         let mut update = self
-            .segment_update(job, task.segment as u32)
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":running", s(status::RUNNING))
-            .expression_attribute_values(":w", s(worker))
-            .expression_attribute_values(":now", n(now_secs()))
+            .running_update(job, task.segment as u32, worker)
             .expression_attribute_values(":chunk", n(task.chunk))
             .expression_attribute_values(":zero", n(0));
         let set = "SET #st = :running, worker = :w, heartbeat_at = :now, chunks = :chunk, \
