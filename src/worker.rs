@@ -342,18 +342,20 @@ impl Drop for InFlight {
 async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) {
     let started = Instant::now();
     let Delivery { id, receipt, .. } = *delivery;
-    let task = match task::parse(body, &shared.scan) {
+    let mut task = match task::parse(body, &shared.scan) {
         Ok(task) => task,
         Err(rejection) => return reject(shared, delivery, &rejection).await,
     };
+    // From here on the task names its run explicitly (a first chunk sent without one is a run
+    // of its own): the ledger, its continuations and its output's deduplication ids use it.
+    task.run_id = task.run(id);
     let _in_flight = InFlight::start(id, &task);
     // The heartbeat runs beside the task from here until it is settled: while the chunk runs,
     // and while it is recorded and its continuation sent.
     let _heartbeat = Heartbeat::start(shared, receipt, id, &task);
-    let claim_run = task.run(id);
     let claim = dedup::Claim {
         chunk: task.chunk,
-        run: claim_run.as_deref(),
+        run: task.run_id.as_deref(),
         instance: task.instance(id),
     };
     let ledger = shared.ledger.as_ref().zip(task.job_id.as_deref());
