@@ -120,19 +120,14 @@ impl Publisher {
                     .send()
                     .await;
                 match sent {
-                    Ok(out) => out
-                        .failed()
-                        .iter()
-                        .map(|f| {
-                            entry_failure(
-                                f.id(),
-                                f.sender_fault(),
-                                f.code(),
-                                f.message().unwrap_or_default(),
-                                entries.len(),
-                            )
-                        })
-                        .collect(),
+                    Ok(out) => account_for(
+                        entries.len(),
+                        out.successful().iter().map(|s| s.id()),
+                        out.failed().iter().map(|f| {
+                            let message = f.message().unwrap_or_default();
+                            (f.id(), f.sender_fault(), f.code(), message)
+                        }),
+                    ),
                     Err(e) => Err(CallError {
                         class: retry::classify(&e),
                         message: crate::error_chain(&e),
@@ -143,27 +138,51 @@ impl Publisher {
     }
 }
 
-/// An entry failure as SQS reports it, checked against the batch it answers: an id scanfleet
-/// did not send would otherwise make the resend loop lose track of rows.
-fn entry_failure(
-    id: &str,
-    sender_fault: bool,
-    code: &str,
-    message: &str,
+/// A `SendMessageBatch` answer checked against the batch it answers: every entry sent must be
+/// named exactly once, in `Successful` or in `Failed`. An answer that leaves an entry out
+/// (`{}`, `{"Successful":[]}`), names an id scanfleet did not send, or names one twice says
+/// nothing reliable about the rows; reading it as "accepted" would lose them. It is a
+/// transient error, so the whole batch is sent again (a possible duplicate, which
+/// at-least-once delivery allows, never a loss). Returns the failed entries.
+fn account_for<'a>(
     sent: usize,
-) -> Result<EntryFailure, CallError> {
-    match id.parse::<usize>() {
-        Ok(index) if index < sent => Ok(EntryFailure {
-            index,
+    successful: impl IntoIterator<Item = &'a str>,
+    failed: impl IntoIterator<Item = (&'a str, bool, &'a str, &'a str)>,
+) -> Result<Vec<EntryFailure>, CallError> {
+    let incomplete = |what: String| CallError {
+        class: Class::Transient,
+        message: format!("SendMessageBatch answer does not account for the batch sent: {what}"),
+    };
+    let mut named = vec![false; sent];
+    let mut name = |id: &str| match id.parse::<usize>() {
+        Ok(index) if index < sent && !named[index] => {
+            named[index] = true;
+            Ok(index)
+        }
+        Ok(index) if index < sent => Err(incomplete(format!("entry id {id:?} named twice"))),
+        _ => Err(incomplete(format!(
+            "entry id {id:?} was not sent ({sent} entries)"
+        ))),
+    };
+    for id in successful {
+        name(id)?;
+    }
+    let mut failures = Vec::new();
+    for (id, sender_fault, code, message) in failed {
+        failures.push(EntryFailure {
+            index: name(id)?,
             sender_fault,
             code: code.to_owned(),
             message: message.to_owned(),
-        }),
-        _ => Err(CallError {
-            class: Class::Permanent,
-            message: format!("SQS reported a failure for entry id {id:?}, which was not sent"),
-        }),
+        });
     }
+    let missing = named.iter().filter(|&&n| !n).count();
+    if missing > 0 {
+        return Err(incomplete(format!(
+            "{missing} of {sent} entries neither successful nor failed"
+        )));
+    }
+    Ok(failures)
 }
 
 /// Why a batch of messages could not be sent.

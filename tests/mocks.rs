@@ -105,6 +105,64 @@ async fn a_partially_failed_batch_resends_only_the_failed_entries() {
     assert_eq!(resend.num_calls(), 1);
 }
 
+/// An answer that does not name every entry (here `{"Successful":[]}`, then one that leaves
+/// out two of ten) must not count the rows left out as accepted: the batch is sent again
+/// until SQS accounts for every entry.
+#[tokio::test]
+async fn an_answer_that_leaves_entries_out_is_retried_until_every_entry_is_accepted() {
+    let empty = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(vec![]))
+            .set_failed(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let partial = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+        let ok = (0..8).map(|i| ok_entry(&i.to_string())).collect();
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(ok))
+            .set_failed(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let duplicate = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+        let ok = (0..9)
+            .chain([0])
+            .map(|i| ok_entry(&i.to_string()))
+            .collect();
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(ok))
+            .set_failed(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let accept = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .match_requests(|r| r.entries().len() == 10)
+        .then_compute_output(accept_all);
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::Sequential,
+        [&empty, &partial, &duplicate, &accept],
+        no_sdk_retries
+    );
+    sqs::send_batch(&Publisher::Sdk(client), "q", entries(10))
+        .await
+        .expect("accepted once SQS accounts for every entry");
+    assert_eq!(
+        [
+            empty.num_calls(),
+            partial.num_calls(),
+            duplicate.num_calls()
+        ],
+        [1, 1, 1]
+    );
+    assert_eq!(
+        accept.num_calls(),
+        1,
+        "the batch was taken as accepted early"
+    );
+}
+
 #[tokio::test]
 async fn a_throttled_batch_is_retried_with_backoff() {
     let rule = mock!(aws_sdk_sqs::Client::send_message_batch)
@@ -309,7 +367,7 @@ async fn a_failing_batch_fails_the_segment() {
     let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
     let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
         SendMessageBatchOutput::builder()
-            .set_successful(Some(vec![]))
+            .set_successful(Some(vec![ok_entry("1")]))
             .set_failed(Some(vec![failed_entry("0", true, "InvalidParameterValue")]))
             .build()
             .unwrap()
