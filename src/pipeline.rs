@@ -166,21 +166,29 @@ pub async fn run_segment(
     let key = out.key_schemas.get(&out.dynamodb, &task.table).await?;
     let key_names = &key.names[..];
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
-    // try_join: the first error drops the other half, which stops it (a closed channel ends
-    // the scanner; dropping the JoinSet aborts batches still in flight).
-    let ((), outcome) = tokio::try_join!(
-        scan(out, task, key_names, tx),
-        publish(out, task, &key, rx, stop)
-    )?;
-    Ok(outcome)
+    // The publisher decides how the chunk ends; the scanner only serves it. A page read ahead
+    // of a chunk the publisher has already ended (a checkpoint, a stop) is not needed, so
+    // when the publisher returns the scanner is dropped where it is, and a read that fails
+    // reaches the publisher as a message it acts on only if it asks for that page. Failing
+    // the run on it instead would send every row of the finished chunk again.
+    let scanner = scan(out, task, key_names, tx);
+    let publisher = publish(out, task, &key, rx, stop);
+    tokio::pin!(publisher);
+    tokio::select! {
+        outcome = &mut publisher => return outcome,
+        () = scanner => {}
+    }
+    publisher.await
 }
 
+/// Reads the segment's pages into `tx` until the segment ends, a read fails (the error is the
+/// last message) or the publisher stops taking pages.
 async fn scan(
     out: &Output,
     task: &Task,
     key_names: &[String],
-    tx: mpsc::Sender<Page>,
-) -> Result<(), SegmentError> {
+    tx: mpsc::Sender<Result<Page, ScanError>>,
+) {
     let options = &task.options;
     let (projection, names) = options.scan_projection(key_names);
     let request = ScanRequest {
@@ -223,22 +231,30 @@ async fn scan(
             () = paced => {}
             () = tx.closed() => break,
         }
-        let page = out
-            .scanner
-            .page(&request, start.as_ref(), &mut rows)
-            .await?;
+        // Abandoned as soon as the publisher ends the chunk: it may be waiting on throttling.
+        let read = out.scanner.page(&request, start.as_ref(), &mut rows);
+        let page = tokio::select! {
+            page = read => page,
+            () = tx.closed() => break,
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                slot.send(Err(e));
+                break;
+            }
+        };
         telemetry::page_scanned(page.scanned, page.units);
         for b in &budgets {
             b.charge(page.units);
         }
         let last = page.next.is_none();
         start.clone_from(&page.next);
-        slot.send(page);
+        slot.send(Ok(page));
         if last {
             break;
         }
     }
-    Ok(())
 }
 
 /// Attributes every row of the task carries, built once per task.
@@ -353,7 +369,7 @@ async fn publish(
     out: &Output,
     task: &Task,
     key: &TableKey,
-    mut rx: mpsc::Receiver<Page>,
+    mut rx: mpsc::Receiver<Result<Page, ScanError>>,
     stop: &CancellationToken,
 ) -> Result<Outcome, SegmentError> {
     let key_names = &key.names[..];
@@ -382,8 +398,9 @@ async fn publish(
             }
             page = rx.recv() => page,
         };
-        let Some(page) = page else {
-            break End::Finished;
+        let page = match page {
+            Some(page) => page?,
+            None => break End::Finished,
         };
         pages += 1;
         rows += page.rows.len() as u64;

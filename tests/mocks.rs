@@ -431,3 +431,120 @@ async fn a_worker_told_to_stop_does_not_poll_the_control_queue_again() {
     }
     assert_eq!(receive.num_calls(), 0, "a stopping worker polled");
 }
+
+/// A page read ahead of a chunk the publisher has already ended is not needed: its failure
+/// (here a throttled read the SDK has given up on) must not fail the run, or every row of
+/// the chunk, already accepted by SQS, is sent again. The read of the second page starts
+/// while the first page's rows are still waiting for an in-flight permit (held by the test
+/// until the read has failed), so the chunk is decided after the failure is known.
+#[tokio::test]
+async fn a_failed_read_ahead_does_not_throw_away_a_published_chunk() {
+    let describe = describe_rule();
+    let read_ahead_failed = Arc::new(tokio::sync::Notify::new());
+    let signal = read_ahead_failed.clone();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| page(0..12, Some(11)))
+        .http_response(move || {
+            signal.notify_one();
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"throttled"}"#,
+                ),
+            )
+        })
+        .build();
+    let dynamodb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&describe, &scan],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send], no_sdk_retries);
+    // A checkpoint is due after the first page (12 rows: a full batch of 10 is sent while
+    // the page is being published, and needs the one permit).
+    let mut out = output(dynamodb, sqs_client, 12);
+    out.in_flight = Arc::new(Semaphore::new(1));
+    let permit = out.in_flight.clone().acquire_owned().await.unwrap();
+    let mut task = task();
+    task.page_size = Some(12);
+    let release = async {
+        read_ahead_failed.notified().await;
+        drop(permit);
+    };
+    let stop = CancellationToken::new();
+    let (outcome, ()) = tokio::join!(pipeline::run_segment(&out, &task, &stop), release);
+    let outcome = outcome.expect("the chunk ends as a checkpoint, not as a failure");
+    assert_eq!(scan.num_calls(), 2, "the second page was read ahead");
+    assert_eq!(outcome.published, 12);
+    assert_eq!(
+        outcome.end,
+        End::Checkpoint(HashMap::from([(
+            "PK".to_owned(),
+            AttributeValue::S("k11".into())
+        )]))
+    );
+    let sent: usize = send.num_calls();
+    assert_eq!(sent, 2, "12 rows in two batches, none repeated");
+}
+
+/// A stop (SIGTERM) checkpoints at the last page published and does not wait for the page
+/// being read ahead: here that read is throttled and the SDK is waiting an hour (of paused
+/// time) before trying again. The stop comes once the first attempt was answered; a run that
+/// waited for the read would make the two further attempts scripted below.
+#[tokio::test(start_paused = true)]
+async fn a_stop_does_not_wait_for_the_page_read_ahead() {
+    let describe = describe_rule();
+    let throttled = Arc::new(tokio::sync::Notify::new());
+    let signal = throttled.clone();
+    let throttle = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"throttled"}"#;
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| page(0..2, Some(1)))
+        .http_response(move || {
+            signal.notify_one();
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(throttle),
+            )
+        })
+        .http_status(400, Some(throttle.into()))
+        .output(|| page(2..4, None))
+        .build();
+    let dynamodb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&describe, &scan],
+        |c| c.retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_secs(3600))
+                .with_max_backoff(Duration::from_secs(3600))
+        )
+    );
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send], no_sdk_retries);
+    let out = output(dynamodb, sqs_client, 1000);
+    let stop = CancellationToken::new();
+    let stop_when_throttled = async {
+        throttled.notified().await;
+        stop.cancel();
+    };
+    let task = task();
+    let (outcome, ()) = tokio::join!(
+        pipeline::run_segment(&out, &task, &stop),
+        stop_when_throttled
+    );
+    let outcome = outcome.expect("a stop ends the chunk at a checkpoint");
+    assert_eq!(outcome.published, 2);
+    assert_eq!(
+        outcome.end,
+        End::Checkpoint(HashMap::from([(
+            "PK".to_owned(),
+            AttributeValue::S("k1".into())
+        )]))
+    );
+    assert_eq!(scan.num_calls(), 2, "the stop waited for the read ahead");
+}
