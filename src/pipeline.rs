@@ -480,11 +480,10 @@ async fn divert_oversize(
         "size": size,
         "reason": format!("message of {size} bytes exceeds the output queue's limit of {max} bytes"),
     });
-    let mut send = out
-        .sqs
-        .send_message()
-        .queue_url(url)
-        .message_body(record.to_string());
+    let mut send =
+        out.sqs.send_message().queue_url(url).message_body(
+            crate::json::to_sqs_text(&record).expect("a JSON value always serializes"),
+        );
     if is_fifo(url) {
         send = send
             .message_group_id("oversize")

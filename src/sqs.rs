@@ -303,9 +303,10 @@ impl ControlQueue {
         Ok(())
     }
 
-    /// Puts a task on the control queue (a continuation).
+    /// Puts a task on the control queue (a continuation), as JSON text SQS accepts (its start
+    /// key may hold U+FFFE or U+FFFF, see [`crate::json::sqs_safe`]).
     pub async fn send(&self, task: &crate::task::TaskMessage) -> Result<(), SendMessageError> {
-        self.send_body(serde_json::to_string(task).expect("task messages always serialize"))
+        self.send_body(crate::json::to_sqs_text(task).expect("task messages always serialize"))
             .await
     }
 
@@ -360,7 +361,9 @@ impl ControlQueue {
     }
 }
 
-/// Sends task bodies to the control queue, 10 per `SendMessageBatch`, several batches at once.
+/// Sends task bodies (JSON text) to the control queue, 10 per `SendMessageBatch`, several
+/// batches at once; each is made fit for SQS first ([`crate::json::sqs_safe`]: `enqueue`'s
+/// expressions and `reconcile`'s start keys may hold U+FFFE or U+FFFF).
 pub async fn send_tasks(
     client: &Client,
     queue_url: &str,
@@ -375,7 +378,7 @@ pub async fn send_tasks(
             let entries = chunk
                 .iter()
                 .map(|body| OutMessage {
-                    body: body.clone(),
+                    body: crate::json::sqs_safe(body.clone()),
                     ..OutMessage::default()
                 })
                 .collect();

@@ -130,8 +130,15 @@ fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
     }
 }
 
+/// A job id goes into every row's `job_id` message attribute, which (unlike a body) cannot
+/// escape a character SQS refuses: so besides control characters, U+FFFE and U+FFFF (which
+/// SQS refuses and JSON can carry) are refused here.
 fn valid_job_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_JOB_ID_LEN && id.chars().all(|c| !c.is_control())
+    !id.is_empty()
+        && id.len() <= MAX_JOB_ID_LEN
+        && id
+            .chars()
+            .all(|c| !c.is_control() && c != '\u{FFFE}' && c != '\u{FFFF}')
 }
 
 /// What a task may touch: the table policy from `scan.*`.
@@ -240,7 +247,7 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
         && !valid_job_id(id)
     {
         return Err(out_of_range(format!(
-            "job_id must be 1..={MAX_JOB_ID_LEN} bytes of printable characters, got {id:?}"
+            "job_id must be 1..={MAX_JOB_ID_LEN} bytes of printable characters (not U+FFFE or U+FFFF, which SQS refuses), got {id:?}"
         )));
     }
     let exclusive_start_key = match msg.exclusive_start_key {
@@ -602,5 +609,37 @@ mod tests {
             "x".repeat(MAX_JOB_ID_LEN + 1)
         );
         assert_eq!(rejected(&long_id).reason, OutOfRange);
+    }
+
+    /// A job id is a message attribute of every row, where SQS refuses U+FFFE and U+FFFF and
+    /// nothing can escape them; the task's body may carry them as JSON escapes.
+    #[test]
+    fn a_job_id_holding_a_character_sqs_refuses_is_rejected() {
+        for id in [r"a\uFFFF", r"\uFFFE", r"x\uffffy"] {
+            let body = format!(r#"{{"current_segment":0,"total_segments":2,"job_id":"{id}"}}"#);
+            let e = rejected(&body);
+            assert_eq!(e.reason, RejectReason::OutOfRange, "{body}: {e}");
+            assert!(e.detail.contains("U+FFFF"), "{e}");
+        }
+        // Its neighbours are allowed.
+        ok(r#"{"current_segment":0,"total_segments":2,"job_id":"a\uFFFD\u2028😀"}"#);
+    }
+
+    /// A continuation's start key is the row it stopped at: DynamoDB stores U+FFFE and U+FFFF
+    /// in strings, and the task text sent to SQS must carry them as escapes.
+    #[test]
+    fn a_continuation_with_a_noncharacter_in_its_start_key_is_sent_as_text_sqs_accepts() {
+        let mut t = ok(r#"{"current_segment":0,"total_segments":2,"job_id":"j"}"#);
+        let key = "k\u{FFFF}\u{FFFE}\u{2028}😀";
+        t.exclusive_start_key = Some(HashMap::from([(
+            "PK".to_owned(),
+            AttributeValue::S(key.into()),
+        )]));
+        t.chunk = 1;
+        let text = crate::json::to_sqs_text(&t.to_message()).unwrap();
+        assert!(crate::json::sqs_accepts(&text), "{text:?}");
+        assert!(text.contains(r"k\uFFFF\uFFFE"), "{text}");
+        let back = ok(&text);
+        assert_eq!(back.exclusive_start_key, t.exclusive_start_key);
     }
 }

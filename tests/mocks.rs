@@ -548,3 +548,52 @@ async fn a_stop_does_not_wait_for_the_page_read_ahead() {
     );
     assert_eq!(scan.num_calls(), 2, "the stop waited for the read ahead");
 }
+
+/// Task text reaches SQS without a character it refuses: a continuation whose start key is a
+/// row holding U+FFFF and U+FFFE (DynamoDB stores them), and task bodies sent in batches
+/// (`enqueue`, `reconcile`). The value stays the same.
+#[tokio::test]
+async fn task_text_is_sent_without_characters_sqs_refuses() {
+    fn accepted(text: &str) -> bool {
+        text.chars().all(|c| {
+            matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+        })
+    }
+    let key = "k\u{FFFF}\u{FFFE}\u{2028}😀";
+    let send = mock!(aws_sdk_sqs::Client::send_message)
+        .match_requests(move |r| {
+            let body = r.message_body().unwrap_or_default();
+            let task: serde_json::Value = serde_json::from_str(body).unwrap();
+            accepted(body) && task["exclusive_start_key"]["PK"]["S"] == key
+        })
+        .then_output(|| aws_sdk_sqs::operation::send_message::SendMessageOutput::builder().build());
+    let batch = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .match_requests(|r| r.entries().iter().all(|e| accepted(e.message_body())))
+        .then_compute_output(accept_all);
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::MatchAny,
+        [&send, &batch],
+        no_sdk_retries
+    );
+    let mut continuation = task();
+    continuation.job_id = Some("j".into());
+    continuation.chunk = 1;
+    continuation.exclusive_start_key = Some(HashMap::from([(
+        "PK".to_owned(),
+        AttributeValue::S(key.into()),
+    )]));
+    let control = sqs::ControlQueue {
+        client: client.clone(),
+        url: "control".into(),
+    };
+    control
+        .send(&continuation.to_message())
+        .await
+        .expect("the continuation is sent as text SQS accepts");
+    let body = serde_json::to_string(&continuation.to_message()).unwrap();
+    sqs::send_tasks(&client, "control", &[body])
+        .await
+        .expect("task bodies are sent as text SQS accepts");
+    assert_eq!([send.num_calls(), batch.num_calls()], [1, 1]);
+}
