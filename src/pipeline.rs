@@ -365,6 +365,31 @@ pub fn fifo_group_id(partition_value: Option<&AttributeValue>) -> String {
     format!("h-{:032x}", h.digest128())
 }
 
+/// The FIFO `MessageDeduplicationId` of a row: its `row_id` within `scope`, the job it is
+/// published for. SQS drops a message whose deduplication id it accepted in the last 5
+/// minutes; with the `row_id` alone, a second job over the same table (another filter, a quick
+/// re-run) within that window had every overlapping row dropped by SQS while its ledger and
+/// `status` counted them as published. A crash repeat inside one job has the same scope and
+/// `row_id`, so it is still dropped. A 128-bit XXH3 hash of both (length-prefixed), 32 hex
+/// digits: within SQS's 128 characters and its character set whatever the scope holds. An
+/// empty scope (a task without `job_id`) keeps the `row_id` itself, as before.
+pub fn fifo_dedup_id(scope: &str, row_id: &str) -> String {
+    if scope.is_empty() {
+        return row_id.to_owned();
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [scope, row_id] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.digest128().to_be_bytes())
+}
+
+/// The scope of a task's FIFO deduplication ids: its job (see [`fifo_dedup_id`]).
+fn dedup_scope(task: &Task) -> &str {
+    task.job_id.as_deref().unwrap_or_default()
+}
+
 async fn publish(
     out: &Output,
     task: &Task,
@@ -416,12 +441,14 @@ async fn publish(
                 continue;
             }
             let id = row_id(&task.table, key_names, &row_key);
-            // SQS drops a FIFO message whose deduplication id (the `row_id`) it saw in the
-            // last 5 minutes, so a repeated chunk is delivered once (within that window).
+            // SQS drops a FIFO message whose deduplication id (the `row_id` within the job) it
+            // saw in the last 5 minutes, so a repeated chunk is delivered once (within that
+            // window), and another job's rows are not dropped.
             let entry = OutMessage {
                 body,
                 shared_attributes: Some(attrs.shared.clone()),
                 group_id: fifo.then(|| fifo_group_id(row_key.get(&key.partition))),
+                dedup_id: fifo.then(|| fifo_dedup_id(dedup_scope(task), &id)),
                 row_id: Some(id),
             };
             if let Some(batch) = batcher.push(entry, size)? {
@@ -487,7 +514,10 @@ async fn divert_oversize(
     if is_fifo(url) {
         send = send
             .message_group_id("oversize")
-            .message_deduplication_id(row_id(&task.table, key_names, row_key));
+            .message_deduplication_id(fifo_dedup_id(
+                dedup_scope(task),
+                &row_id(&task.table, key_names, row_key),
+            ));
     }
     send.send().await?;
     telemetry::row_oversize(&task.table, &key, size, true);
@@ -557,6 +587,46 @@ mod tests {
         let blob = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b"ab".to_vec()));
         assert_ne!(fifo_group_id(Some(&blob)), fifo_group_id(Some(&s("ab"))));
         assert!(fifo_group_id(None).starts_with("h-"));
+    }
+
+    /// A second job over the same table must not have its rows dropped as duplicates of the
+    /// first's; a repeat inside one job must still be.
+    #[test]
+    fn fifo_deduplication_ids_are_scoped_by_the_job() {
+        let keys = ["PK".to_owned(), "SK".to_owned()];
+        let a = row_id("t", &keys, &row("a", "1"));
+        let b = row_id("t", &keys, &row("a", "2"));
+        let nightly = fifo_dedup_id("nightly", &a);
+        assert_eq!(nightly, fifo_dedup_id("nightly", &a), "a crash repeat");
+        assert_ne!(nightly, fifo_dedup_id("nightly-2", &a), "another job");
+        assert_ne!(nightly, fifo_dedup_id("nightly", &b), "another row");
+        assert_ne!(nightly, a);
+        // Length-prefixed: moving characters between scope and row_id changes the id.
+        assert_ne!(fifo_dedup_id("ab", "c"), fifo_dedup_id("a", "bc"));
+        // Within SQS's limits whatever the job id holds (1..=128 bytes of printable text).
+        for scope in ["x", "job with spaces é 😀", &"j".repeat(128)] {
+            let id = fifo_dedup_id(scope, &a);
+            assert!(
+                (1..=128).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_graphic()),
+                "{id}"
+            );
+        }
+        // Tasks without a job id keep the row_id itself.
+        assert_eq!(fifo_dedup_id("", &a), a);
+        let mut task = Task {
+            segment: 0,
+            total_segments: 1,
+            page_size: None,
+            table: "t".into(),
+            job_id: Some("nightly".into()),
+            exclusive_start_key: None,
+            chunk: 0,
+            options: Default::default(),
+            read_units_per_second: None,
+        };
+        assert_eq!(dedup_scope(&task), "nightly");
+        task.job_id = None;
+        assert_eq!(dedup_scope(&task), "");
     }
 
     #[test]

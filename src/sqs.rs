@@ -30,10 +30,13 @@ pub struct OutMessage {
     /// Attributes every row of a task carries (table, segment, job): built once per task and
     /// shared by its rows.
     pub shared_attributes: Option<Arc<[Attribute]>>,
-    /// The row's `row_id` attribute; on a FIFO queue also its deduplication id.
+    /// The row's `row_id` attribute.
     pub row_id: Option<String>,
     /// FIFO queues: the message group (the row's partition key).
     pub group_id: Option<String>,
+    /// FIFO queues: the deduplication id (the `row_id` within its job, see
+    /// [`crate::pipeline::fifo_dedup_id`]).
+    pub dedup_id: Option<String>,
 }
 
 /// Name of the per-row attribute carrying the row's stable id.
@@ -52,9 +55,9 @@ impl OutMessage {
             )
     }
 
-    /// The deduplication id: the `row_id`, on FIFO queues (those with a group id).
+    /// The deduplication id, on FIFO queues (those with a group id).
     pub fn deduplication_id(&self) -> Option<&str> {
-        self.group_id.as_ref().and(self.row_id.as_deref())
+        self.group_id.as_ref().and(self.dedup_id.as_deref())
     }
 
     fn to_sdk_entry(&self, id: usize) -> SendMessageBatchRequestEntry {

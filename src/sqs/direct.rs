@@ -188,6 +188,7 @@ mod tests {
             shared_attributes: Some(shared),
             row_id: Some(row_id.into()),
             group_id: group.map(Into::into),
+            dedup_id: group.map(|_| format!("dedup-{row_id}")),
         }
     }
 
@@ -242,11 +243,11 @@ mod tests {
     }
 
     #[test]
-    fn fifo_entries_carry_group_and_row_id_as_deduplication_id() {
+    fn fifo_entries_carry_group_and_deduplication_id() {
         let body = request_body("u", &[row("b", "id-b", Some("user#1"))]);
         let got: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(got["Entries"][0]["MessageGroupId"], "user#1");
-        assert_eq!(got["Entries"][0]["MessageDeduplicationId"], "id-b");
+        assert_eq!(got["Entries"][0]["MessageDeduplicationId"], "dedup-id-b");
     }
 
     #[test]
