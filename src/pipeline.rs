@@ -138,13 +138,11 @@ pub enum SegmentError {
     Describe(#[from] SdkError<DescribeTableError, HttpResponse>),
     #[error(transparent)]
     Scan(#[from] ScanError),
-    #[error(
-        "row {key} is {size} bytes as a message, more than the output queue accepts ({max}); set output.oversize_queue_url to divert such rows"
-    )]
+    #[error("row {key} is {size} bytes as a message, more than {limit}")]
     Oversize {
         key: String,
         size: usize,
-        max: usize,
+        limit: MessageLimit,
     },
     #[error("row cannot be sent: {0}")]
     TooLarge(#[from] TooLarge),
@@ -154,6 +152,57 @@ pub enum SegmentError {
     OversizeQueue(
         #[from] SdkError<aws_sdk_sqs::operation::send_message::SendMessageError, HttpResponse>,
     ),
+}
+
+/// The size a row's message must fit: the output queue's `MaximumMessageSize` or, when that is
+/// larger, `output.max_batch_bytes` (a batch holds at least one message). Displayed as the end
+/// of a sentence naming the limit that applies and what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimit {
+    /// The output queue's `MaximumMessageSize`.
+    pub queue: usize,
+    /// `output.max_batch_bytes`.
+    pub batch: usize,
+}
+
+impl MessageLimit {
+    /// The number of bytes a message may have.
+    pub fn bytes(self) -> usize {
+        self.queue.min(self.batch)
+    }
+
+    /// Why a message of `size` bytes is too large, for the oversize record.
+    pub fn reason(self, size: usize) -> String {
+        if self.batch < self.queue {
+            format!(
+                "message of {size} bytes exceeds output.max_batch_bytes ({} bytes; the output queue accepts {})",
+                self.batch, self.queue
+            )
+        } else {
+            format!(
+                "message of {size} bytes exceeds the output queue's limit of {} bytes",
+                self.queue
+            )
+        }
+    }
+}
+
+impl std::fmt::Display for MessageLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.batch < self.queue {
+            write!(
+                f,
+                "output.max_batch_bytes allows ({}; the output queue accepts {}); raise it or set output.oversize_queue_url to divert such rows",
+                self.batch, self.queue
+            )
+        } else {
+            write!(
+                f,
+                "the output queue accepts ({}); set output.oversize_queue_url to divert such rows",
+                self.queue
+            )
+        }
+    }
 }
 
 /// Scans the task's segment from its start key and publishes every row until the segment ends
@@ -400,7 +449,10 @@ async fn publish(
     let key_names = &key.names[..];
     let fifo = is_fifo(&out.queue_url);
     let attrs = RowAttributes::for_task(task);
-    let max_message = out.max_message_bytes.min(out.max_batch_bytes);
+    let limit = MessageLimit {
+        queue: out.max_message_bytes,
+        batch: out.max_batch_bytes,
+    };
     let mut batcher = Batcher::new(out.max_batch_bytes);
     let mut in_flight = JoinSet::new();
     let started = Instant::now();
@@ -435,8 +487,8 @@ async fn publish(
         // published rather than after.
         for Row { body, key: row_key } in page.rows {
             let size = body.len() + attrs.size;
-            if size > max_message {
-                divert_oversize(out, task, key_names, &row_key, size, max_message).await?;
+            if size > limit.bytes() {
+                divert_oversize(out, task, key_names, &row_key, size, limit).await?;
                 diverted += 1;
                 continue;
             }
@@ -488,7 +540,7 @@ async fn divert_oversize(
     key_names: &[String],
     row_key: &Item,
     size: usize,
-    max: usize,
+    limit: MessageLimit,
 ) -> Result<(), SegmentError> {
     let key = item::key_to_json(row_key);
     let Some(url) = &out.oversize_queue_url else {
@@ -496,7 +548,7 @@ async fn divert_oversize(
         return Err(SegmentError::Oversize {
             key: key.to_string(),
             size,
-            max,
+            limit,
         });
     };
     let record = serde_json::json!({
@@ -505,7 +557,7 @@ async fn divert_oversize(
         "job_id": task.job_id,
         "key": key,
         "size": size,
-        "reason": format!("message of {size} bytes exceeds the output queue's limit of {max} bytes"),
+        "reason": limit.reason(size),
     });
     let mut send =
         out.sqs.send_message().queue_url(url).message_body(
@@ -587,6 +639,53 @@ mod tests {
         let blob = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b"ab".to_vec()));
         assert_ne!(fifo_group_id(Some(&blob)), fifo_group_id(Some(&s("ab"))));
         assert!(fifo_group_id(None).starts_with("h-"));
+    }
+
+    /// The oversize error and record name the limit that applies: the queue's, or
+    /// `output.max_batch_bytes` when that is the smaller.
+    #[test]
+    fn the_oversize_reason_names_the_real_limit() {
+        let queue = MessageLimit {
+            queue: 1024,
+            batch: 262_144,
+        };
+        assert_eq!(queue.bytes(), 1024);
+        assert_eq!(
+            queue.reason(2000),
+            "message of 2000 bytes exceeds the output queue's limit of 1024 bytes"
+        );
+        let e = SegmentError::Oversize {
+            key: "k".into(),
+            size: 2000,
+            limit: queue,
+        };
+        assert!(
+            e.to_string().contains(
+                "more than the output queue accepts (1024); set output.oversize_queue_url"
+            ),
+            "{e}"
+        );
+        let batch = MessageLimit {
+            queue: 262_144,
+            batch: 4096,
+        };
+        assert_eq!(batch.bytes(), 4096);
+        let reason = batch.reason(5000);
+        assert!(
+            reason.contains("output.max_batch_bytes (4096 bytes"),
+            "{reason}"
+        );
+        let e = SegmentError::Oversize {
+            key: "k".into(),
+            size: 5000,
+            limit: batch,
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("more than output.max_batch_bytes allows (4096;"),
+            "{e}"
+        );
+        assert!(!e.contains("output queue accepts (4096)"), "{e}");
     }
 
     /// A second job over the same table must not have its rows dropped as duplicates of the

@@ -597,3 +597,31 @@ async fn task_text_is_sent_without_characters_sqs_refuses() {
         .expect("task bodies are sent as text SQS accepts");
     assert_eq!([send.num_calls(), batch.num_calls()], [1, 1]);
 }
+
+/// A row too large for a batch (`output.max_batch_bytes`, here smaller than the queue's limit)
+/// fails its task with an error naming that setting, not the queue's limit.
+#[tokio::test]
+async fn an_oversize_row_is_reported_against_the_limit_that_applies() {
+    let describe = describe_rule();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan).then_output(|| {
+        let mut big = row(0);
+        big.insert("pad".into(), AttributeValue::S("x".repeat(2000)));
+        ScanOutput::builder().items(big).build()
+    });
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send], no_sdk_retries);
+    let mut out = output(dynamodb, sqs_client, 1000);
+    out.max_batch_bytes = 1024;
+    let err = pipeline::run_segment(&out, &task(), &CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "more than output.max_batch_bytes allows (1024; the output queue accepts 262144)"
+        ),
+        "{err}"
+    );
+    assert_eq!(send.num_calls(), 0);
+}
