@@ -121,7 +121,8 @@ pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
                 consistent_read: job.options.consistent_read,
                 read_units_per_second: job.read_units_per_second,
             };
-            let body = serde_json::to_string(&msg).expect("task messages always serialize");
+            // Expressions may hold U+FFFE or U+FFFF: written as escapes SQS accepts.
+            let body = crate::json::to_sqs_text(&msg).expect("task messages always serialize");
             task::parse(&body, &Only(&job.table))?;
             Ok(body)
         })
@@ -226,5 +227,23 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    /// `--job-id` goes into every row's message attributes, where SQS refuses U+FFFE and
+    /// U+FFFF; an expression value goes into the task body, where they are escaped.
+    #[test]
+    fn a_job_id_sqs_would_refuse_is_refused_and_expressions_are_escaped() {
+        for id in ["nightly\u{FFFF}", "\u{FFFE}"] {
+            let mut j = job(2);
+            j.job_id = id.into();
+            let e = task_bodies(&j).unwrap_err().to_string();
+            assert!(e.contains("job_id") && e.contains("U+FFFF"), "{e}");
+        }
+        let mut j = job(2);
+        j.options.filter_expression = Some("SK = :p".into());
+        j.options.expression_attribute_values = Some(serde_json::json!({":p": {"S": "A\u{FFFF}"}}));
+        let bodies = task_bodies(&j).unwrap();
+        assert!(crate::json::sqs_accepts(&bodies[0]), "{:?}", bodies[0]);
+        assert!(bodies[0].contains(r#"{"S":"A\uFFFF"}"#), "{}", bodies[0]);
     }
 }

@@ -26,7 +26,8 @@ use crate::settings::OutputFormat;
 
 pub type Item = HashMap<String, AttributeValue>;
 
-/// Serializes one item as a message body in the configured format.
+/// Serializes one item as a message body in the configured format, fit for SQS
+/// ([`json::sqs_safe`]).
 ///
 /// `capacity` is the caller's guess at the body's size: a buffer that starts right is written
 /// once, where one that starts small is reallocated and copied at every doubling (four times
@@ -42,7 +43,8 @@ pub fn encode(
         OutputFormat::Dynamodb => serde_json::to_writer(&mut body, &DynamoItem(item))?,
     }
     // SAFETY: serde_json writes only valid UTF-8 (`serde_json::to_string` relies on the same).
-    Ok(unsafe { String::from_utf8_unchecked(body) })
+    let body = unsafe { String::from_utf8_unchecked(body) };
+    Ok(json::sqs_safe(body))
 }
 
 /// A row ready to publish: its message body, and its primary-key attributes (for `row_id`, the
@@ -127,7 +129,11 @@ impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_> {
         // written, so this does not fail; checking costs a fraction of what reading the item
         // did, and an error names the row rather than a panic ending the worker.
         let body = String::from_utf8(body).map_err(de::Error::custom)?;
-        Ok(Row { body, key })
+        // The answer's strings are copied as they stand, U+FFFE and U+FFFF included.
+        Ok(Row {
+            body: json::sqs_safe(body),
+            key,
+        })
     }
 }
 
@@ -784,6 +790,48 @@ mod tests {
         ] {
             assert!(plain.contains(digits), "{digits} missing from {plain}");
         }
+    }
+
+    /// DynamoDB stores U+FFFE and U+FFFF, SQS refuses them: both encoders, in both formats,
+    /// write them as JSON escapes (in values, names, lists, maps and the key), and the body
+    /// still parses to the item's value. A Scan answer may carry them raw or escaped.
+    #[test]
+    fn characters_sqs_refuses_are_written_as_escapes_by_both_encoders() {
+        let odd = "a\u{FFFF}b\u{FFFE} \u{2028} 😀 \u{FFFD}";
+        let odd_item = || {
+            item(vec![
+                ("PK", AttributeValue::S(odd.into())),
+                ("name\u{FFFF}", AttributeValue::S("x".into())),
+                ("ss", AttributeValue::Ss(vec![odd.into()])),
+                ("l", AttributeValue::L(vec![AttributeValue::S(odd.into())])),
+                (
+                    "m",
+                    AttributeValue::M(item(vec![("\u{FFFE}", AttributeValue::S(odd.into()))])),
+                ),
+            ])
+        };
+        let keys = ["PK".to_owned()];
+        let raw = item_to_json(&odd_item()).unwrap().to_string();
+        let escaped = raw
+            .replace('\u{FFFF}', r"\uffff")
+            .replace('\u{FFFE}', r"\ufffe");
+        for format in [OutputFormat::Plain, OutputFormat::Dynamodb] {
+            let expected: serde_json::Value =
+                serde_json::from_str(&encode(&odd_item(), format, 0).unwrap()).unwrap();
+            let rows = [
+                RowWriter::new(format, &keys).from_item(odd_item()).unwrap(),
+                RowWriter::new(format, &keys).from_json(&raw).unwrap(),
+                RowWriter::new(format, &keys).from_json(&escaped).unwrap(),
+            ];
+            for row in rows {
+                assert!(json::sqs_accepts(&row.body), "{format:?}: {:?}", row.body);
+                let parsed: serde_json::Value = serde_json::from_str(&row.body).unwrap();
+                assert_eq!(parsed, expected, "{format:?}: {}", row.body);
+                assert_eq!(row.key["PK"], AttributeValue::S(odd.into()));
+            }
+        }
+        let plain = encode(&odd_item(), OutputFormat::Plain, 0).unwrap();
+        assert!(plain.contains(r#""PK":"a\uFFFFb\uFFFE"#), "{plain}");
     }
 
     #[test]

@@ -184,13 +184,11 @@ pub enum SegmentError {
     /// The scan request DynamoDB would refuse, judged before it is sent.
     #[error("invalid scan: {0}")]
     Expression(String),
-    #[error(
-        "row {key} is {size} bytes as a message, more than the output queue accepts ({max}); set output.oversize_queue_url to divert such rows"
-    )]
+    #[error("row {key} is {size} bytes as a message, more than {limit}")]
     Oversize {
         key: String,
         size: usize,
-        max: usize,
+        limit: MessageLimit,
     },
     #[error("row cannot be sent: {0}")]
     TooLarge(#[from] TooLarge),
@@ -202,6 +200,57 @@ pub enum SegmentError {
     ),
 }
 
+/// The size a row's message must fit: the output queue's `MaximumMessageSize` or, when that is
+/// larger, `output.max_batch_bytes` (a batch holds at least one message). Displayed as the end
+/// of a sentence naming the limit that applies and what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimit {
+    /// The output queue's `MaximumMessageSize`.
+    pub queue: usize,
+    /// `output.max_batch_bytes`.
+    pub batch: usize,
+}
+
+impl MessageLimit {
+    /// The number of bytes a message may have.
+    pub fn bytes(self) -> usize {
+        self.queue.min(self.batch)
+    }
+
+    /// Why a message of `size` bytes is too large, for the oversize record.
+    pub fn reason(self, size: usize) -> String {
+        if self.batch < self.queue {
+            format!(
+                "message of {size} bytes exceeds output.max_batch_bytes ({} bytes; the output queue accepts {})",
+                self.batch, self.queue
+            )
+        } else {
+            format!(
+                "message of {size} bytes exceeds the output queue's limit of {} bytes",
+                self.queue
+            )
+        }
+    }
+}
+
+impl std::fmt::Display for MessageLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.batch < self.queue {
+            write!(
+                f,
+                "output.max_batch_bytes allows ({}; the output queue accepts {}); raise it or set output.oversize_queue_url to divert such rows",
+                self.batch, self.queue
+            )
+        } else {
+            write!(
+                f,
+                "the output queue accepts ({}); set output.oversize_queue_url to divert such rows",
+                self.queue
+            )
+        }
+    }
+}
+
 /// Scans the task's segment from its start key and publishes every row until the segment ends
 /// or a checkpoint is due. `stop` asks for a checkpoint at the next page boundary.
 pub async fn run_segment(
@@ -211,26 +260,38 @@ pub async fn run_segment(
 ) -> Result<Outcome, SegmentError> {
     let key = out.key_schemas.get(&out.dynamodb, &task.table).await?;
     let key_names = &key.names[..];
+    // Judged before any page is read: DynamoDB would refuse every request of the segment.
+    let projection = task
+        .options
+        .scan_projection(key_names)
+        .map_err(SegmentError::Expression)?;
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
-    // try_join: the first error drops the other half, which stops it (a closed channel ends
-    // the scanner; dropping the JoinSet aborts batches still in flight).
-    let ((), outcome) = tokio::try_join!(
-        scan(out, task, key_names, tx),
-        publish(out, task, &key, rx, stop)
-    )?;
-    Ok(outcome)
+    // The publisher decides how the chunk ends; the scanner only serves it. A page read ahead
+    // of a chunk the publisher has already ended (a checkpoint, a stop) is not needed, so
+    // when the publisher returns the scanner is dropped where it is, and a read that fails
+    // reaches the publisher as a message it acts on only if it asks for that page. Failing
+    // the run on it instead would send every row of the finished chunk again.
+    let scanner = scan(out, task, key_names, projection, tx);
+    let publisher = publish(out, task, &key, rx, stop);
+    tokio::pin!(publisher);
+    tokio::select! {
+        outcome = &mut publisher => return outcome,
+        () = scanner => {}
+    }
+    publisher.await
 }
 
+/// Reads the segment's pages into `tx` until the segment ends, a read fails (the error is the
+/// last message) or the publisher stops taking pages.
 async fn scan(
     out: &Output,
     task: &Task,
     key_names: &[String],
-    tx: mpsc::Sender<Page>,
-) -> Result<(), SegmentError> {
+    projection: crate::expression::ScanProjection,
+    tx: mpsc::Sender<Result<Page, ScanError>>,
+) {
     let options = &task.options;
-    let (projection, names) = options
-        .scan_projection(key_names)
-        .map_err(SegmentError::Expression)?;
+    let (projection, names) = projection;
     let request = ScanRequest {
         table_name: &task.table,
         segment: task.segment,
@@ -272,22 +333,30 @@ async fn scan(
             () = paced => {}
             () = tx.closed() => break,
         }
-        let page = out
-            .scanner
-            .page(&request, start.as_ref(), &mut rows)
-            .await?;
+        // Abandoned as soon as the publisher ends the chunk: it may be waiting on throttling.
+        let read = out.scanner.page(&request, start.as_ref(), &mut rows);
+        let page = tokio::select! {
+            page = read => page,
+            () = tx.closed() => break,
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                slot.send(Err(e));
+                break;
+            }
+        };
         telemetry::page_scanned(page.scanned, page.units);
         for b in &budgets {
             b.charge(page.units);
         }
         let last = page.next.is_none();
         start.clone_from(&page.next);
-        slot.send(page);
+        slot.send(Ok(page));
         if last {
             break;
         }
     }
-    Ok(())
 }
 
 /// Attributes every row of the task carries, built once per task.
@@ -398,17 +467,52 @@ pub fn fifo_group_id(partition_value: Option<&AttributeValue>) -> String {
     format!("h-{:032x}", h.digest128())
 }
 
+/// The FIFO `MessageDeduplicationId` of a row: its `row_id` within `scope`, the job it is
+/// published for. SQS drops a message whose deduplication id it accepted in the last 5
+/// minutes; with the `row_id` alone, a second job over the same table (another filter, a quick
+/// re-run) within that window had every overlapping row dropped by SQS while its ledger and
+/// `status` counted them as published. A crash repeat inside one job has the same scope and
+/// `row_id`, so it is still dropped. A 128-bit XXH3 hash of both (length-prefixed), 32 hex
+/// digits: within SQS's 128 characters and its character set whatever the scope holds. An
+/// empty scope (a task with neither a job nor a run) keeps the `row_id` itself, as before.
+pub fn fifo_dedup_id(scope: &str, row_id: &str) -> String {
+    if scope.is_empty() {
+        return row_id.to_owned();
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [scope, row_id] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.digest128().to_be_bytes())
+}
+
+/// The scope of a task's FIFO deduplication ids (see [`fifo_dedup_id`]): its job and its run
+/// (`run_id`, which the worker sets on every task it runs), so neither another job nor a rerun
+/// of the same job within SQS's 5 minutes has its rows dropped, while a crash repeat inside one
+/// run (same job, same run, same `row_id`) is.
+fn dedup_scope(task: &Task) -> String {
+    match (task.job_id.as_deref(), task.run_id.as_deref()) {
+        (None, None) => String::new(),
+        (job, run) => format!("{}\n{}", job.unwrap_or_default(), run.unwrap_or_default()),
+    }
+}
+
 async fn publish(
     out: &Output,
     task: &Task,
     key: &TableKey,
-    mut rx: mpsc::Receiver<Page>,
+    mut rx: mpsc::Receiver<Result<Page, ScanError>>,
     stop: &CancellationToken,
 ) -> Result<Outcome, SegmentError> {
     let key_names = &key.names[..];
     let fifo = is_fifo(&out.queue_url);
+    let scope = dedup_scope(task);
     let attrs = RowAttributes::for_task(task);
-    let max_message = out.max_message_bytes.min(out.max_batch_bytes);
+    let limit = MessageLimit {
+        queue: out.max_message_bytes,
+        batch: out.max_batch_bytes,
+    };
     let mut batcher = Batcher::new(out.max_batch_bytes);
     let mut in_flight = JoinSet::new();
     let started = Instant::now();
@@ -443,8 +547,9 @@ async fn publish(
             }
             page = rx.recv() => page,
         };
-        let Some(page) = page else {
-            break End::Finished;
+        let page = match page {
+            Some(page) => page?,
+            None => break End::Finished,
         };
         pages += 1;
         rows += page.rows.len() as u64;
@@ -454,18 +559,20 @@ async fn publish(
         // published rather than after.
         for Row { body, key: row_key } in page.rows {
             let size = body.len() + attrs.size;
-            if size > max_message {
-                divert_oversize(out, task, key_names, &row_key, size, max_message).await?;
+            if size > limit.bytes() {
+                divert_oversize(out, task, key_names, &row_key, size, limit).await?;
                 diverted += 1;
                 continue;
             }
             let id = row_id(&task.table, key_names, &row_key);
-            // SQS drops a FIFO message whose deduplication id (the `row_id`) it saw in the
-            // last 5 minutes, so a repeated chunk is delivered once (within that window).
+            // SQS drops a FIFO message whose deduplication id (the `row_id` within the job's
+            // run) it saw in the last 5 minutes, so a repeated chunk is delivered once (within
+            // that window), and another job's or run's rows are not dropped.
             let entry = OutMessage {
                 body,
                 shared_attributes: Some(attrs.shared.clone()),
                 group_id: fifo.then(|| fifo_group_id(row_key.get(&key.partition))),
+                dedup_id: fifo.then(|| fifo_dedup_id(&scope, &id)),
                 row_id: Some(id),
             };
             if let Some(batch) = batcher.push(entry, size)? {
@@ -505,7 +612,7 @@ async fn divert_oversize(
     key_names: &[String],
     row_key: &Item,
     size: usize,
-    max: usize,
+    limit: MessageLimit,
 ) -> Result<(), SegmentError> {
     let key = item::key_to_json(row_key);
     let Some(url) = &out.oversize_queue_url else {
@@ -513,7 +620,7 @@ async fn divert_oversize(
         return Err(SegmentError::Oversize {
             key: key.to_string(),
             size,
-            max,
+            limit,
         });
     };
     let record = serde_json::json!({
@@ -522,17 +629,19 @@ async fn divert_oversize(
         "job_id": task.job_id,
         "key": key,
         "size": size,
-        "reason": format!("message of {size} bytes exceeds the output queue's limit of {max} bytes"),
+        "reason": limit.reason(size),
     });
-    let mut send = out
-        .sqs
-        .send_message()
-        .queue_url(url)
-        .message_body(record.to_string());
+    let mut send =
+        out.sqs.send_message().queue_url(url).message_body(
+            crate::json::to_sqs_text(&record).expect("a JSON value always serializes"),
+        );
     if is_fifo(url) {
         send = send
             .message_group_id("oversize")
-            .message_deduplication_id(row_id(&task.table, key_names, row_key));
+            .message_deduplication_id(fifo_dedup_id(
+                &dedup_scope(task),
+                &row_id(&task.table, key_names, row_key),
+            ));
     }
     send.send().await?;
     telemetry::row_oversize(&task.table, &key, size, true);
@@ -638,6 +747,103 @@ mod tests {
         let blob = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b"ab".to_vec()));
         assert_ne!(fifo_group_id(Some(&blob)), fifo_group_id(Some(&s("ab"))));
         assert!(fifo_group_id(None).starts_with("h-"));
+    }
+
+    /// The oversize error and record name the limit that applies: the queue's, or
+    /// `output.max_batch_bytes` when that is the smaller.
+    #[test]
+    fn the_oversize_reason_names_the_real_limit() {
+        let queue = MessageLimit {
+            queue: 1024,
+            batch: 262_144,
+        };
+        assert_eq!(queue.bytes(), 1024);
+        assert_eq!(
+            queue.reason(2000),
+            "message of 2000 bytes exceeds the output queue's limit of 1024 bytes"
+        );
+        let e = SegmentError::Oversize {
+            key: "k".into(),
+            size: 2000,
+            limit: queue,
+        };
+        assert!(
+            e.to_string().contains(
+                "more than the output queue accepts (1024); set output.oversize_queue_url"
+            ),
+            "{e}"
+        );
+        let batch = MessageLimit {
+            queue: 262_144,
+            batch: 4096,
+        };
+        assert_eq!(batch.bytes(), 4096);
+        let reason = batch.reason(5000);
+        assert!(
+            reason.contains("output.max_batch_bytes (4096 bytes"),
+            "{reason}"
+        );
+        let e = SegmentError::Oversize {
+            key: "k".into(),
+            size: 5000,
+            limit: batch,
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("more than output.max_batch_bytes allows (4096;"),
+            "{e}"
+        );
+        assert!(!e.contains("output queue accepts (4096)"), "{e}");
+    }
+
+    /// A second job over the same table must not have its rows dropped as duplicates of the
+    /// first's; a repeat inside one job must still be.
+    #[test]
+    fn fifo_deduplication_ids_are_scoped_by_the_job() {
+        let keys = ["PK".to_owned(), "SK".to_owned()];
+        let a = row_id("t", &keys, &row("a", "1"));
+        let b = row_id("t", &keys, &row("a", "2"));
+        let nightly = fifo_dedup_id("nightly", &a);
+        assert_eq!(nightly, fifo_dedup_id("nightly", &a), "a crash repeat");
+        assert_ne!(nightly, fifo_dedup_id("nightly-2", &a), "another job");
+        assert_ne!(nightly, fifo_dedup_id("nightly", &b), "another row");
+        assert_ne!(nightly, a);
+        // Length-prefixed: moving characters between scope and row_id changes the id.
+        assert_ne!(fifo_dedup_id("ab", "c"), fifo_dedup_id("a", "bc"));
+        // Within SQS's limits whatever the job id holds (1..=128 bytes of printable text).
+        for scope in ["x", "job with spaces é 😀", &"j".repeat(128)] {
+            let id = fifo_dedup_id(scope, &a);
+            assert!(
+                (1..=128).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_graphic()),
+                "{id}"
+            );
+        }
+        // Tasks without a job id keep the row_id itself.
+        assert_eq!(fifo_dedup_id("", &a), a);
+        let mut task = Task {
+            segment: 0,
+            total_segments: 1,
+            page_size: None,
+            table: "t".into(),
+            job_id: Some("nightly".into()),
+            exclusive_start_key: None,
+            chunk: 0,
+            run_id: None,
+            origin_message_id: None,
+            options: Default::default(),
+            read_units_per_second: None,
+        };
+        assert_eq!(dedup_scope(&task), "nightly\n");
+        task.run_id = Some("r2".into());
+        assert_eq!(
+            dedup_scope(&task),
+            "nightly\nr2",
+            "a rerun is a scope of its own"
+        );
+        task.job_id = None;
+        assert_eq!(dedup_scope(&task), "\nr2");
+        task.run_id = None;
+        assert_eq!(dedup_scope(&task), "");
     }
 
     #[test]

@@ -30,10 +30,13 @@ pub struct OutMessage {
     /// Attributes every row of a task carries (table, segment, job): built once per task and
     /// shared by its rows.
     pub shared_attributes: Option<Arc<[Attribute]>>,
-    /// The row's `row_id` attribute; on a FIFO queue also its deduplication id.
+    /// The row's `row_id` attribute.
     pub row_id: Option<String>,
     /// FIFO queues: the message group (the row's partition key).
     pub group_id: Option<String>,
+    /// FIFO queues: the deduplication id (the `row_id` within its job, see
+    /// [`crate::pipeline::fifo_dedup_id`]).
+    pub dedup_id: Option<String>,
 }
 
 /// Name of the per-row attribute carrying the row's stable id.
@@ -52,9 +55,9 @@ impl OutMessage {
             )
     }
 
-    /// The deduplication id: the `row_id`, on FIFO queues (those with a group id).
+    /// The deduplication id, on FIFO queues (those with a group id).
     pub fn deduplication_id(&self) -> Option<&str> {
-        self.group_id.as_ref().and(self.row_id.as_deref())
+        self.group_id.as_ref().and(self.dedup_id.as_deref())
     }
 
     fn to_sdk_entry(&self, id: usize) -> SendMessageBatchRequestEntry {
@@ -120,19 +123,14 @@ impl Publisher {
                     .send()
                     .await;
                 match sent {
-                    Ok(out) => out
-                        .failed()
-                        .iter()
-                        .map(|f| {
-                            entry_failure(
-                                f.id(),
-                                f.sender_fault(),
-                                f.code(),
-                                f.message().unwrap_or_default(),
-                                entries.len(),
-                            )
-                        })
-                        .collect(),
+                    Ok(out) => account_for(
+                        entries.len(),
+                        out.successful().iter().map(|s| s.id()),
+                        out.failed().iter().map(|f| {
+                            let message = f.message().unwrap_or_default();
+                            (f.id(), f.sender_fault(), f.code(), message)
+                        }),
+                    ),
                     Err(e) => Err(CallError {
                         class: retry::classify(&e),
                         message: crate::error_chain(&e),
@@ -143,27 +141,51 @@ impl Publisher {
     }
 }
 
-/// An entry failure as SQS reports it, checked against the batch it answers: an id scanfleet
-/// did not send would otherwise make the resend loop lose track of rows.
-fn entry_failure(
-    id: &str,
-    sender_fault: bool,
-    code: &str,
-    message: &str,
+/// A `SendMessageBatch` answer checked against the batch it answers: every entry sent must be
+/// named exactly once, in `Successful` or in `Failed`. An answer that leaves an entry out
+/// (`{}`, `{"Successful":[]}`), names an id scanfleet did not send, or names one twice says
+/// nothing reliable about the rows; reading it as "accepted" would lose them. It is a
+/// transient error, so the whole batch is sent again (a possible duplicate, which
+/// at-least-once delivery allows, never a loss). Returns the failed entries.
+fn account_for<'a>(
     sent: usize,
-) -> Result<EntryFailure, CallError> {
-    match id.parse::<usize>() {
-        Ok(index) if index < sent => Ok(EntryFailure {
-            index,
+    successful: impl IntoIterator<Item = &'a str>,
+    failed: impl IntoIterator<Item = (&'a str, bool, &'a str, &'a str)>,
+) -> Result<Vec<EntryFailure>, CallError> {
+    let incomplete = |what: String| CallError {
+        class: Class::Transient,
+        message: format!("SendMessageBatch answer does not account for the batch sent: {what}"),
+    };
+    let mut named = vec![false; sent];
+    let mut name = |id: &str| match id.parse::<usize>() {
+        Ok(index) if index < sent && !named[index] => {
+            named[index] = true;
+            Ok(index)
+        }
+        Ok(index) if index < sent => Err(incomplete(format!("entry id {id:?} named twice"))),
+        _ => Err(incomplete(format!(
+            "entry id {id:?} was not sent ({sent} entries)"
+        ))),
+    };
+    for id in successful {
+        name(id)?;
+    }
+    let mut failures = Vec::new();
+    for (id, sender_fault, code, message) in failed {
+        failures.push(EntryFailure {
+            index: name(id)?,
             sender_fault,
             code: code.to_owned(),
             message: message.to_owned(),
-        }),
-        _ => Err(CallError {
-            class: Class::Permanent,
-            message: format!("SQS reported a failure for entry id {id:?}, which was not sent"),
-        }),
+        });
     }
+    let missing = named.iter().filter(|&&n| !n).count();
+    if missing > 0 {
+        return Err(incomplete(format!(
+            "{missing} of {sent} entries neither successful nor failed"
+        )));
+    }
+    Ok(failures)
 }
 
 /// Why a batch of messages could not be sent.
@@ -284,9 +306,10 @@ impl ControlQueue {
         Ok(())
     }
 
-    /// Puts a task on the control queue (a continuation).
+    /// Puts a task on the control queue (a continuation), as JSON text SQS accepts (its start
+    /// key may hold U+FFFE or U+FFFF, see [`crate::json::sqs_safe`]).
     pub async fn send(&self, task: &crate::task::TaskMessage) -> Result<(), SendMessageError> {
-        self.send_body(serde_json::to_string(task).expect("task messages always serialize"))
+        self.send_body(crate::json::to_sqs_text(task).expect("task messages always serialize"))
             .await
     }
 
@@ -378,9 +401,11 @@ fn secs_i32(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
 
-/// Sends task bodies to the control queue, 10 per `SendMessageBatch`, several batches at once.
-/// After a batch fails no new batch is started, and those already under way are let finish,
-/// so the error's `accepted` is exact for whole batches.
+/// Sends task bodies (JSON text) to the control queue, 10 per `SendMessageBatch`, several
+/// batches at once; each is made fit for SQS first ([`crate::json::sqs_safe`]: `enqueue`'s
+/// expressions and `reconcile`'s start keys may hold U+FFFE or U+FFFF). After a batch fails no
+/// new batch is started, and those already under way are let finish, so the error's
+/// `accepted` is exact for whole batches.
 pub async fn send_tasks(
     client: &Client,
     queue_url: &str,
@@ -401,7 +426,7 @@ pub async fn send_tasks(
             let entries = chunk
                 .iter()
                 .map(|body| OutMessage {
-                    body: body.clone(),
+                    body: crate::json::sqs_safe(body.clone()),
                     ..OutMessage::default()
                 })
                 .collect();

@@ -147,8 +147,15 @@ fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
     }
 }
 
+/// A job id goes into every row's `job_id` message attribute, which (unlike a body) cannot
+/// escape a character SQS refuses: so besides control characters, U+FFFE and U+FFFF (which
+/// SQS refuses and JSON can carry) are refused here.
 fn valid_job_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_JOB_ID_LEN && id.chars().all(|c| !c.is_control())
+    !id.is_empty()
+        && id.len() <= MAX_JOB_ID_LEN
+        && id
+            .chars()
+            .all(|c| !c.is_control() && c != '\u{FFFE}' && c != '\u{FFFF}')
 }
 
 /// Run ids and origin message ids: ASCII letters, digits, `-` and `_` (SQS message ids and
@@ -283,7 +290,7 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
         && !valid_job_id(id)
     {
         return Err(out_of_range(format!(
-            "job_id must be 1..={MAX_JOB_ID_LEN} bytes of printable characters, got {id:?}"
+            "job_id must be 1..={MAX_JOB_ID_LEN} bytes of printable characters (not U+FFFE or U+FFFF, which SQS refuses), got {id:?}"
         )));
     }
     let exclusive_start_key = match msg.exclusive_start_key {
@@ -389,10 +396,11 @@ impl Task {
     }
 }
 
-/// The body of a task scanfleet sends (a continuation), refused when a worker would reject it
-/// as too large: the rest of its segment would then be lost to the dead-letter queue.
+/// The body of a task scanfleet sends (a continuation), as text SQS accepts
+/// ([`crate::json::to_sqs_text`]), refused when a worker would reject it as too large: the
+/// rest of its segment would then be lost to the dead-letter queue.
 pub fn body_of(message: &TaskMessage) -> Result<String, String> {
-    let body = serde_json::to_string(message).map_err(|e| format!("task message: {e}"))?;
+    let body = crate::json::to_sqs_text(message).map_err(|e| format!("task message: {e}"))?;
     if body.len() > MAX_TASK_BYTES {
         return Err(format!(
             "the continuation of segment {} would be {} bytes, more than the {MAX_TASK_BYTES} a task can be (its start key and expressions are too large)",
@@ -423,7 +431,7 @@ pub fn stamp_identity(body: &str, message_id: &str) -> String {
         object.insert("run_id".into(), origin.clone().into());
     }
     object.insert("origin_message_id".into(), origin.into());
-    serde_json::to_string(&object).unwrap_or_else(|_| body.to_owned())
+    crate::json::to_sqs_text(&object).unwrap_or_else(|_| body.to_owned())
 }
 
 #[cfg(test)]
@@ -811,6 +819,14 @@ mod tests {
         assert_eq!(twice.instance("m4"), "m2");
         assert_eq!(twice.run("m4").as_deref(), Some("m1"));
         assert_eq!(stamp_identity("not json", "m1"), "not json");
+        // A start key holding U+FFFF stays escaped when the task is sent again.
+        let escaped = r#"{"current_segment":0,"total_segments":2,"chunk":1,"run_id":"r","exclusive_start_key":{"PK":{"S":"k\uFFFF"}}}"#;
+        let again = stamp_identity(escaped, "m1");
+        assert!(crate::json::sqs_accepts(&again), "{again:?}");
+        assert_eq!(
+            ok(&again).exclusive_start_key,
+            ok(escaped).exclusive_start_key
+        );
     }
 
     #[test]
@@ -823,5 +839,37 @@ mod tests {
         let next = t.continuation(key, "m").unwrap();
         let e = body_of(&next.to_message()).unwrap_err();
         assert!(e.contains("more than the 65536 a task can be"), "{e}");
+    }
+
+    /// A job id is a message attribute of every row, where SQS refuses U+FFFE and U+FFFF and
+    /// nothing can escape them; the task's body may carry them as JSON escapes.
+    #[test]
+    fn a_job_id_holding_a_character_sqs_refuses_is_rejected() {
+        for id in [r"a\uFFFF", r"\uFFFE", r"x\uffffy"] {
+            let body = format!(r#"{{"current_segment":0,"total_segments":2,"job_id":"{id}"}}"#);
+            let e = rejected(&body);
+            assert_eq!(e.reason, RejectReason::OutOfRange, "{body}: {e}");
+            assert!(e.detail.contains("U+FFFF"), "{e}");
+        }
+        // Its neighbours are allowed.
+        ok(r#"{"current_segment":0,"total_segments":2,"job_id":"a\uFFFD\u2028😀"}"#);
+    }
+
+    /// A continuation's start key is the row it stopped at: DynamoDB stores U+FFFE and U+FFFF
+    /// in strings, and the task text sent to SQS must carry them as escapes.
+    #[test]
+    fn a_continuation_with_a_noncharacter_in_its_start_key_is_sent_as_text_sqs_accepts() {
+        let mut t = ok(r#"{"current_segment":0,"total_segments":2,"job_id":"j"}"#);
+        let key = "k\u{FFFF}\u{FFFE}\u{2028}😀";
+        t.exclusive_start_key = Some(HashMap::from([(
+            "PK".to_owned(),
+            AttributeValue::S(key.into()),
+        )]));
+        t.chunk = 1;
+        let text = crate::json::to_sqs_text(&t.to_message()).unwrap();
+        assert!(crate::json::sqs_accepts(&text), "{text:?}");
+        assert!(text.contains(r"k\uFFFF\uFFFE"), "{text}");
+        let back = ok(&text);
+        assert_eq!(back.exclusive_start_key, t.exclusive_start_key);
     }
 }

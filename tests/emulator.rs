@@ -180,7 +180,8 @@ async fn dynamodb_output_format_sends_attribute_value_json() {
 }
 
 /// `output.client` changes what sends the batches, never what arrives: both clients put the
-/// same bodies with the same attributes on the queue.
+/// same bodies with the same attributes on the queue, and only characters SQS accepts (the
+/// emulators take U+FFFE and U+FFFF, which SQS refuses, so the body text is checked).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_direct_and_sdk_clients_send_identical_messages() {
     let rows = 30;
@@ -194,7 +195,13 @@ async fn the_direct_and_sdk_clients_send_identical_messages() {
         .put_item()
         .table_name(&f.table)
         .set_item(Some(HashMap::from([
-            ("PK".to_owned(), s("every \"type\" é ✓")),
+            // U+FFFF (and U+FFFE) DynamoDB stores and SQS refuses; U+2028 and an emoji it
+            // accepts.
+            (
+                "PK".to_owned(),
+                s("every \"type\" é ✓ \u{FFFF} \u{2028} 😀"),
+            ),
+            ("odd\u{FFFE}".to_owned(), s("\u{FFFE}\u{FFFF}\u{FFFD}")),
             ("SK".to_owned(), s("back\\slash\ttab")),
             (
                 "big".to_owned(),
@@ -272,6 +279,19 @@ async fn the_direct_and_sdk_clients_send_identical_messages() {
                 .find(|m| m.body.contains("every"))
                 .expect("the every-type row was published");
             assert!(every.body.contains(digits), "{client}: {}", every.body);
+            let parsed: serde_json::Value = serde_json::from_str(&every.body).unwrap();
+            let pk = match format {
+                "plain" => &parsed["PK"],
+                _ => &parsed["PK"]["S"],
+            };
+            assert_eq!(pk, "every \"type\" é ✓ \u{FFFF} \u{2028} 😀", "{client}");
+            for m in &received {
+                let refused = m
+                    .body
+                    .chars()
+                    .find(|c| matches!(c, '\u{FFFE}' | '\u{FFFF}'));
+                assert_eq!(refused, None, "{client}: {}", m.body);
+            }
             // Sorted by attributes (each has its row's `row_id`). Bodies are compared as JSON:
             // their keys come in different orders (the SDK's hash maps, the answer's order).
             let mut messages: Vec<_> = received

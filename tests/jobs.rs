@@ -178,7 +178,8 @@ async fn fifo_output_deduplicates_a_replayed_chunk() {
     .await
     .expect("create FIFO queue");
     let w = f.worker(&[("SCANFLEET__OUTPUT__QUEUE_URL", &fifo)]);
-    let task = r#"{"current_segment": 0, "total_segments": 1, "limit_of_rows": 50}"#;
+    let task =
+        r#"{"current_segment": 0, "total_segments": 1, "limit_of_rows": 50, "job_id": "j1"}"#;
     f.send_task(task).await;
     wait_for("the first run", Duration::from_secs(120), || {
         w.metric("scanfleet_tasks_completed_total", "") == Some(1.0)
@@ -204,6 +205,13 @@ async fn fifo_output_deduplicates_a_replayed_chunk() {
         rows as usize,
         "SQS delivered replayed rows twice"
     );
+    // Another job over the same table within SQS's 5-minute window is not a repeat: its rows
+    // all arrive (the deduplication id is the row_id within the job).
+    f.send_task(&task.replace("j1", "j2")).await;
+    let second = f.drain(&fifo, rows as usize).await;
+    let keys: HashSet<_> = second.iter().map(plain_key).collect();
+    assert_eq!(keys, f.expected_keys(), "another job's rows were dropped");
+    assert!(second.iter().all(|m| m.attributes["job_id"] == "j2"));
     let _ = f.aws.sqs.delete_queue().queue_url(&fifo).send().await;
     f.finish_clean().await;
 }

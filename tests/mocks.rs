@@ -105,6 +105,64 @@ async fn a_partially_failed_batch_resends_only_the_failed_entries() {
     assert_eq!(resend.num_calls(), 1);
 }
 
+/// An answer that does not name every entry (here `{"Successful":[]}`, then one that leaves
+/// out two of ten) must not count the rows left out as accepted: the batch is sent again
+/// until SQS accounts for every entry.
+#[tokio::test]
+async fn an_answer_that_leaves_entries_out_is_retried_until_every_entry_is_accepted() {
+    let empty = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(vec![]))
+            .set_failed(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let partial = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+        let ok = (0..8).map(|i| ok_entry(&i.to_string())).collect();
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(ok))
+            .set_failed(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let duplicate = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+        let ok = (0..9)
+            .chain([0])
+            .map(|i| ok_entry(&i.to_string()))
+            .collect();
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(ok))
+            .set_failed(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let accept = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .match_requests(|r| r.entries().len() == 10)
+        .then_compute_output(accept_all);
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::Sequential,
+        [&empty, &partial, &duplicate, &accept],
+        no_sdk_retries
+    );
+    sqs::send_batch(&Publisher::Sdk(client), "q", entries(10))
+        .await
+        .expect("accepted once SQS accounts for every entry");
+    assert_eq!(
+        [
+            empty.num_calls(),
+            partial.num_calls(),
+            duplicate.num_calls()
+        ],
+        [1, 1, 1]
+    );
+    assert_eq!(
+        accept.num_calls(),
+        1,
+        "the batch was taken as accepted early"
+    );
+}
+
 #[tokio::test]
 async fn a_throttled_batch_is_retried_with_backoff() {
     let rule = mock!(aws_sdk_sqs::Client::send_message_batch)
@@ -311,7 +369,7 @@ async fn a_failing_batch_fails_the_segment() {
     let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
     let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
         SendMessageBatchOutput::builder()
-            .set_successful(Some(vec![]))
+            .set_successful(Some(vec![ok_entry("1")]))
             .set_failed(Some(vec![failed_entry("0", true, "InvalidParameterValue")]))
             .build()
             .unwrap()
@@ -646,4 +704,198 @@ async fn a_next_key_of_an_unknown_attribute_type_fails_the_page() {
     let result = pipeline::run_segment(&out, &task(), &CancellationToken::new()).await;
     let err = result.expect_err("no checkpoint at a key that cannot be written");
     assert!(err.to_string().contains("LastEvaluatedKey"), "{err}");
+}
+
+/// A page read ahead of a chunk the publisher has already ended is not needed: its failure
+/// (here a throttled read the SDK has given up on) must not fail the run, or every row of
+/// the chunk, already accepted by SQS, is sent again. The read of the second page starts
+/// while the first page's rows are still waiting for an in-flight permit (held by the test
+/// until the read has failed), so the chunk is decided after the failure is known.
+#[tokio::test]
+async fn a_failed_read_ahead_does_not_throw_away_a_published_chunk() {
+    let describe = describe_rule();
+    let read_ahead_failed = Arc::new(tokio::sync::Notify::new());
+    let signal = read_ahead_failed.clone();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| page(0..12, Some(11)))
+        .http_response(move || {
+            signal.notify_one();
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"throttled"}"#,
+                ),
+            )
+        })
+        .build();
+    let dynamodb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&describe, &scan],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send], no_sdk_retries);
+    // A checkpoint is due after the first page (12 rows: a full batch of 10 is sent while
+    // the page is being published, and needs the one permit).
+    let mut out = output(dynamodb, sqs_client, 12);
+    out.in_flight = Arc::new(Semaphore::new(1));
+    let permit = out.in_flight.clone().acquire_owned().await.unwrap();
+    let mut task = task();
+    task.page_size = Some(12);
+    let release = async {
+        read_ahead_failed.notified().await;
+        drop(permit);
+    };
+    let stop = CancellationToken::new();
+    let (outcome, ()) = tokio::join!(pipeline::run_segment(&out, &task, &stop), release);
+    let outcome = outcome.expect("the chunk ends as a checkpoint, not as a failure");
+    assert_eq!(scan.num_calls(), 2, "the second page was read ahead");
+    assert_eq!(outcome.published, 12);
+    assert_eq!(
+        outcome.end,
+        End::Checkpoint(HashMap::from([(
+            "PK".to_owned(),
+            AttributeValue::S("k11".into())
+        )]))
+    );
+    let sent: usize = send.num_calls();
+    assert_eq!(sent, 2, "12 rows in two batches, none repeated");
+}
+
+/// A stop (SIGTERM) checkpoints at the last page published and does not wait for the page
+/// being read ahead: here that read is throttled and the SDK is waiting an hour (of paused
+/// time) before trying again. The stop comes once the first attempt was answered; a run that
+/// waited for the read would make the two further attempts scripted below.
+#[tokio::test(start_paused = true)]
+async fn a_stop_does_not_wait_for_the_page_read_ahead() {
+    let describe = describe_rule();
+    let throttled = Arc::new(tokio::sync::Notify::new());
+    let signal = throttled.clone();
+    let throttle = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"throttled"}"#;
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| page(0..2, Some(1)))
+        .http_response(move || {
+            signal.notify_one();
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(throttle),
+            )
+        })
+        .http_status(400, Some(throttle.into()))
+        .output(|| page(2..4, None))
+        .build();
+    let dynamodb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&describe, &scan],
+        |c| c.retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_secs(3600))
+                .with_max_backoff(Duration::from_secs(3600))
+        )
+    );
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send], no_sdk_retries);
+    let out = output(dynamodb, sqs_client, 1000);
+    let stop = CancellationToken::new();
+    let stop_when_throttled = async {
+        throttled.notified().await;
+        stop.cancel();
+    };
+    let task = task();
+    let (outcome, ()) = tokio::join!(
+        pipeline::run_segment(&out, &task, &stop),
+        stop_when_throttled
+    );
+    let outcome = outcome.expect("a stop ends the chunk at a checkpoint");
+    assert_eq!(outcome.published, 2);
+    assert_eq!(
+        outcome.end,
+        End::Checkpoint(HashMap::from([(
+            "PK".to_owned(),
+            AttributeValue::S("k1".into())
+        )]))
+    );
+    assert_eq!(scan.num_calls(), 2, "the stop waited for the read ahead");
+}
+
+/// Task text reaches SQS without a character it refuses: a continuation whose start key is a
+/// row holding U+FFFF and U+FFFE (DynamoDB stores them), and task bodies sent in batches
+/// (`enqueue`, `reconcile`). The value stays the same.
+#[tokio::test]
+async fn task_text_is_sent_without_characters_sqs_refuses() {
+    fn accepted(text: &str) -> bool {
+        text.chars().all(|c| {
+            matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+        })
+    }
+    let key = "k\u{FFFF}\u{FFFE}\u{2028}😀";
+    let send = mock!(aws_sdk_sqs::Client::send_message)
+        .match_requests(move |r| {
+            let body = r.message_body().unwrap_or_default();
+            let task: serde_json::Value = serde_json::from_str(body).unwrap();
+            accepted(body) && task["exclusive_start_key"]["PK"]["S"] == key
+        })
+        .then_output(|| aws_sdk_sqs::operation::send_message::SendMessageOutput::builder().build());
+    let batch = mock!(aws_sdk_sqs::Client::send_message_batch)
+        .match_requests(|r| r.entries().iter().all(|e| accepted(e.message_body())))
+        .then_compute_output(accept_all);
+    let client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::MatchAny,
+        [&send, &batch],
+        no_sdk_retries
+    );
+    let mut continuation = task();
+    continuation.job_id = Some("j".into());
+    continuation.chunk = 1;
+    continuation.exclusive_start_key = Some(HashMap::from([(
+        "PK".to_owned(),
+        AttributeValue::S(key.into()),
+    )]));
+    let control = sqs::ControlQueue {
+        client: client.clone(),
+        url: "control".into(),
+    };
+    control
+        .send(&continuation.to_message())
+        .await
+        .expect("the continuation is sent as text SQS accepts");
+    let body = serde_json::to_string(&continuation.to_message()).unwrap();
+    sqs::send_tasks(&client, "control", &[body])
+        .await
+        .expect("task bodies are sent as text SQS accepts");
+    assert_eq!([send.num_calls(), batch.num_calls()], [1, 1]);
+}
+
+/// A row too large for a batch (`output.max_batch_bytes`, here smaller than the queue's limit)
+/// fails its task with an error naming that setting, not the queue's limit.
+#[tokio::test]
+async fn an_oversize_row_is_reported_against_the_limit_that_applies() {
+    let describe = describe_rule();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan).then_output(|| {
+        let mut big = row(0);
+        big.insert("pad".into(), AttributeValue::S("x".repeat(2000)));
+        ScanOutput::builder().items(big).build()
+    });
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let send = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(accept_all);
+    let sqs_client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send], no_sdk_retries);
+    let mut out = output(dynamodb, sqs_client, 1000);
+    out.max_batch_bytes = 1024;
+    let err = pipeline::run_segment(&out, &task(), &CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "more than output.max_batch_bytes allows (1024; the output queue accepts 262144)"
+        ),
+        "{err}"
+    );
+    assert_eq!(send.num_calls(), 0);
 }

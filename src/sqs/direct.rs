@@ -5,7 +5,8 @@
 //! generic orchestrator (interceptors, layered config, endpoint rules evaluated per call, an
 //! owned copy of every entry, typed response parsing) cost more CPU than the rest of the worker
 //! together (see docs/BENCHMARKS.md). This client does only what that one call needs: serialize
-//! the entries straight from [`OutMessage`]s, sign, send, and read the `Failed` list. Every other
+//! the entries straight from [`OutMessage`]s, sign, send, and read the `Successful` and `Failed`
+//! ids. Every other
 //! call stays on the SDK, and `output.client = "sdk"` puts this one back on it too.
 
 use std::io::Write as _;
@@ -13,7 +14,7 @@ use std::io::Write as _;
 use aws_sdk_sqs::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 
-use super::{EntryFailure, OutMessage, entry_failure};
+use super::{EntryFailure, OutMessage, account_for};
 use crate::direct::{EndpointInputs, JsonClient, SetupError};
 use crate::json;
 use crate::retry::{CallError, Class};
@@ -119,13 +120,21 @@ fn request_body(queue_url: &str, entries: &[OutMessage]) -> Vec<u8> {
     out
 }
 
-/// The `Failed` list of a `SendMessageBatch` answer, checked against the batch it answers.
+/// The failed entries of a `SendMessageBatch` answer, checked against the batch it answers
+/// (see [`account_for`]: every entry sent is named once, in `Successful` or `Failed`).
 fn parse_answer(body: &[u8], sent: usize) -> Result<Vec<EntryFailure>, CallError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Answer {
         #[serde(default)]
+        successful: Vec<Successful>,
+        #[serde(default)]
         failed: Vec<Failed>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Successful {
+        id: String,
     }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -143,14 +152,14 @@ fn parse_answer(body: &[u8], sent: usize) -> Result<Vec<EntryFailure>, CallError
         class: Class::Transient,
         message: format!("unreadable SendMessageBatch answer: {e}"),
     })?;
-    answer
-        .failed
-        .iter()
-        .map(|f| {
+    account_for(
+        sent,
+        answer.successful.iter().map(|s| s.id.as_str()),
+        answer.failed.iter().map(|f| {
             let message = f.message.as_deref().unwrap_or_default();
-            entry_failure(&f.id, f.sender_fault, &f.code, message, sent)
-        })
-        .collect()
+            (f.id.as_str(), f.sender_fault, f.code.as_str(), message)
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -179,6 +188,7 @@ mod tests {
             shared_attributes: Some(shared),
             row_id: Some(row_id.into()),
             group_id: group.map(Into::into),
+            dedup_id: group.map(|_| format!("dedup-{row_id}")),
         }
     }
 
@@ -233,11 +243,11 @@ mod tests {
     }
 
     #[test]
-    fn fifo_entries_carry_group_and_row_id_as_deduplication_id() {
+    fn fifo_entries_carry_group_and_deduplication_id() {
         let body = request_body("u", &[row("b", "id-b", Some("user#1"))]);
         let got: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(got["Entries"][0]["MessageGroupId"], "user#1");
-        assert_eq!(got["Entries"][0]["MessageDeduplicationId"], "id-b");
+        assert_eq!(got["Entries"][0]["MessageDeduplicationId"], "dedup-id-b");
     }
 
     #[test]
@@ -263,14 +273,51 @@ mod tests {
                 },
             ]
         );
-        assert!(parse_answer(br#"{"Successful":[]}"#, 3).unwrap().is_empty());
+        let all_ok = br#"{"Successful":[{"Id":"1"},{"Id":"0"},{"Id":"2"}],"Failed":[]}"#;
+        assert!(parse_answer(all_ok, 3).unwrap().is_empty());
+    }
+
+    /// An answer that does not name every entry sent exactly once says nothing about the
+    /// rows left out: reading it as "no failures" would count them as accepted.
+    #[test]
+    fn an_answer_that_does_not_account_for_every_entry_is_retried_not_believed() {
+        let cases: [(&[u8], &str); 7] = [
+            (br#"{}"#, "3 of 3 entries"),
+            (br#"{"Successful":[]}"#, "3 of 3 entries"),
+            (br#"{"Successful":[],"Failed":[]}"#, "3 of 3 entries"),
+            (
+                br#"{"Successful":[{"Id":"0"},{"Id":"2"}]}"#,
+                "1 of 3 entries",
+            ),
+            (
+                br#"{"Successful":[{"Id":"0"},{"Id":"1"},{"Id":"1"},{"Id":"2"}]}"#,
+                "\"1\" named twice",
+            ),
+            (
+                br#"{"Successful":[{"Id":"0"},{"Id":"1"}],
+                    "Failed":[{"Id":"1","SenderFault":false,"Code":"InternalError"}]}"#,
+                "\"1\" named twice",
+            ),
+            (
+                br#"{"Successful":[{"Id":"0"},{"Id":"1"},{"Id":"2"},{"Id":"3"}]}"#,
+                "\"3\" was not sent",
+            ),
+        ];
+        for (answer, why) in cases {
+            let e = parse_answer(answer, 3).unwrap_err();
+            assert_eq!(e.class, Class::Transient, "{}", e.message);
+            assert!(e.message.contains(why), "{why}: {}", e.message);
+        }
     }
 
     #[test]
     fn a_failure_for_an_entry_not_sent_is_an_error_not_a_lost_row() {
-        let answer = br#"{"Failed":[{"Id":"7","SenderFault":false,"Code":"InternalError"}]}"#;
+        let answer = br#"{"Successful":[{"Id":"0"},{"Id":"1"},{"Id":"2"}],
+            "Failed":[{"Id":"7","SenderFault":false,"Code":"InternalError"}]}"#;
         let e = parse_answer(answer, 3).unwrap_err();
-        assert_eq!(e.class, Class::Permanent);
+        assert_eq!(e.class, Class::Transient);
         assert!(e.message.contains("\"7\""), "{}", e.message);
+        let e = parse_answer(br#"{"Successful":[{"Id":"x"}]}"#, 1).unwrap_err();
+        assert!(e.message.contains("\"x\""), "{}", e.message);
     }
 }
