@@ -18,7 +18,7 @@ cleanup() { for e in $running; do scripts/emulator.sh stop "$e" || true; done; }
 trap 'cleanup; rm -f "$log"' EXIT
 
 echo "== unit tests and CLI tests"
-cargo test --locked --no-fail-fast --lib --bins --test cli --test mocks --test worker 2>&1 | tee -a "$log"
+cargo test --locked --no-fail-fast --lib --bins --test cli --test mocks 2>&1 | tee -a "$log"
 
 echo "== deployment checks"
 scripts/check-deploy.sh
