@@ -16,28 +16,102 @@ pub async fn status(ledger: &Ledger, job: &str) -> Result<Summary, BoxError> {
     Ok(ledger::summarize(&record, &segments, ledger::now_secs()))
 }
 
+/// How long the job's running totals may stand still before `--wait` reads every segment
+/// record anyway: they are a hint (see [`ledger::JobTotals`]), and a worker that died between
+/// its two writes leaves them short for good.
+const STILL_BEFORE_FULL_READ: Duration = Duration::from_secs(60);
+
 /// Follows the job until every segment is done or one was dead-lettered, showing progress on
 /// stderr: a live bar on a terminal, otherwise a plain line every `every`.
+///
+/// What it costs: one strongly consistent `GetItem` of the job's record a second (its running
+/// totals, one read unit), whatever the number of segments; every segment record is read (a
+/// paginated `Query`) at the start, when the totals say the job ended or a segment was
+/// dead-lettered, and after the totals stood still for a minute. A failed read is retried with
+/// backoff ([`crate::retry::ledger_read_backoff`]); `--wait` gives up only when reads keep
+/// failing.
 pub async fn wait(ledger: &Ledger, job: &str, every: Duration) -> Result<Summary, BoxError> {
-    let terminal = std::io::stderr().is_terminal();
-    let new_bar = |len: u32| {
-        let bar = indicatif::ProgressBar::new(u64::from(len));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} segments  {msg}",
-            )
-            .expect("the template is valid")
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    };
-    let mut bar = None;
-    let mut last_line: Option<Instant> = None;
+    let mut progress = Progress::new(every);
+    let mut s = read_retrying(|| status(ledger, job)).await?;
+    let mut read_at = Instant::now();
+    let (mut totals, mut still_since) = (None, Instant::now());
+    let mut failed_at_full_read = 0;
     loop {
-        let s = status(ledger, job).await?;
-        if terminal && bar.is_none() {
-            bar = Some(new_bar(s.segments_total));
+        progress.show(&s);
+        if s.state != "running" {
+            progress.finish();
+            return Ok(s);
+        }
+        tokio::time::sleep(POLL).await;
+        let now = read_retrying(|| ledger.job_totals(job))
+            .await?
+            .ok_or_else(|| format!("job {job} is no longer in ledger table {}", ledger.table))?;
+        if totals != Some(now) {
+            totals = Some(now);
+            still_since = Instant::now();
+        }
+        let full = now.segments_done >= u64::from(s.segments_total)
+            || now.segments_failed > failed_at_full_read
+            || still_since.elapsed() >= STILL_BEFORE_FULL_READ;
+        if full {
+            s = read_retrying(|| status(ledger, job)).await?;
+            read_at = Instant::now();
+            failed_at_full_read = now.segments_failed;
+            still_since = Instant::now();
+        } else {
+            s = s.with_totals(&now, read_at.elapsed());
+        }
+    }
+}
+
+/// Runs a ledger read, retried with backoff while it fails; the error of the last attempt.
+async fn read_retrying<T, F, Fut>(read: F) -> Result<T, BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BoxError>>,
+{
+    use backon::Retryable;
+    read.retry(crate::retry::ledger_read_backoff())
+        .notify(|e: &BoxError, delay: Duration| {
+            eprintln!(
+                "scanfleet: reading the job ledger failed ({}); trying again in {delay:.1?}",
+                crate::error_chain(e.as_ref())
+            )
+        })
+        .await
+}
+
+/// `--wait`'s progress on stderr: a live bar on a terminal, otherwise a plain line every
+/// `every` (and at the end).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    terminal: bool,
+    every: Duration,
+    last_line: Option<Instant>,
+}
+
+impl Progress {
+    fn new(every: Duration) -> Self {
+        Self {
+            bar: None,
+            terminal: std::io::stderr().is_terminal(),
+            every,
+            last_line: None,
+        }
+    }
+
+    fn show(&mut self, s: &Summary) {
+        if self.terminal && self.bar.is_none() {
+            let bar = indicatif::ProgressBar::new(u64::from(s.segments_total));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} segments  {msg}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            self.bar = Some(bar);
         }
         let eta = s
             .eta_seconds
@@ -47,13 +121,15 @@ pub async fn wait(ledger: &Ledger, job: &str, every: Duration) -> Result<Summary
             "{} rows published, {:.0} rows/s, {:.1} read units{eta}",
             s.rows_published, s.rows_per_second, s.read_units_consumed
         );
-        match &bar {
+        match &self.bar {
             Some(bar) => {
                 bar.set_length(u64::from(s.segments_total));
                 bar.set_position(u64::from(s.segments_done));
-                bar.set_message(figures.clone());
+                bar.set_message(figures);
             }
-            None if last_line.is_none_or(|t| t.elapsed() >= every) || s.state != "running" => {
+            None if self.last_line.is_none_or(|t| t.elapsed() >= self.every)
+                || s.state != "running" =>
+            {
                 eprintln!(
                     "job {}: {}/{} segments done, {} running, {} failed; {figures}",
                     s.job_id,
@@ -62,17 +138,16 @@ pub async fn wait(ledger: &Ledger, job: &str, every: Duration) -> Result<Summary
                     s.segments_running,
                     s.segments_failed
                 );
-                last_line = Some(Instant::now());
+                self.last_line = Some(Instant::now());
             }
             None => {}
         }
-        if s.state != "running" {
-            if let Some(bar) = &bar {
-                bar.finish();
-            }
-            return Ok(s);
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
-        tokio::time::sleep(POLL).await;
     }
 }
 

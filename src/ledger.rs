@@ -87,6 +87,20 @@ pub struct JobRecord {
     pub read_units_per_second: Option<f64>,
 }
 
+/// A job's running totals, kept on its record by the workers beside each segment's counts
+/// (see [`Ledger::add_chunk_to_job`]): a hint that `enqueue --wait` follows with one GetItem a
+/// second. They can fall short (a worker dying between its two writes) or run ahead (a rerun
+/// of a segment adds to them again), so the figures a job ends with are always read from its
+/// segment records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobTotals {
+    pub chunks: u64,
+    pub segments_done: u64,
+    pub segments_failed: u64,
+    pub rows_published: u64,
+    pub rows_scanned: u64,
+}
+
 /// What a segment's record holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SegmentRecord {
@@ -502,6 +516,80 @@ impl Ledger {
         unless_condition_failed(r)
     }
 
+    /// Adds a counted chunk to the job's running totals (see [`JobTotals`]), after it was
+    /// counted in its segment's record. Not atomic with that write: a worker that dies between
+    /// the two leaves the totals short, which is why they are only a hint `--wait` follows
+    /// cheaply, never the figures it reports. A job without a job record (tasks sent by hand)
+    /// has no totals.
+    pub async fn add_chunk_to_job(
+        &self,
+        job: &str,
+        report: &ChunkReport<'_>,
+    ) -> Result<(), BoxError> {
+        let done = u64::from(report.next.is_none());
+        let r = self
+            .job_update(job)
+            .update_expression(
+                "ADD chunks :one, segments_done :done, rows_published :published, rows_scanned :scanned",
+            )
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":done", n(done))
+            .expression_attribute_values(":published", n(report.rows_published))
+            .expression_attribute_values(":scanned", n(report.rows_scanned))
+            .send()
+            .await;
+        unless_condition_failed(r)
+    }
+
+    /// Adds a dead-lettered segment to the job's running totals.
+    pub async fn add_failure_to_job(&self, job: &str) -> Result<(), BoxError> {
+        let r = self
+            .job_update(job)
+            .update_expression("ADD segments_failed :one")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        unless_condition_failed(r)
+    }
+
+    /// An UpdateItem on the job's record, if it has one.
+    fn job_update(
+        &self,
+        job: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(job))
+            .key(SK, s(JOB_ITEM))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+    }
+
+    /// The job's running totals: one strongly consistent GetItem of its record (one read unit
+    /// or less, however many segments the job has). `None`: no such job.
+    pub async fn job_totals(&self, job: &str) -> Result<Option<JobTotals>, BoxError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(job))
+            .key(SK, s(JOB_ITEM))
+            .consistent_read(true)
+            .projection_expression(
+                "chunks, segments_done, segments_failed, rows_published, rows_scanned",
+            )
+            .send()
+            .await?;
+        Ok(out.item.map(|item| JobTotals {
+            chunks: get_n(&item, "chunks").unwrap_or(0),
+            segments_done: get_n(&item, "segments_done").unwrap_or(0),
+            segments_failed: get_n(&item, "segments_failed").unwrap_or(0),
+            rows_published: get_n(&item, "rows_published").unwrap_or(0),
+            rows_scanned: get_n(&item, "rows_scanned").unwrap_or(0),
+        }))
+    }
+
     pub async fn segment(
         &self,
         job: &str,
@@ -672,6 +760,27 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
 }
 
 impl Summary {
+    /// These figures brought up to date with the job's running totals (a hint, see
+    /// [`JobTotals`]), `since` after they were read in full: what `--wait` shows between its
+    /// full reads. Segments in flight and failed stay as last read.
+    pub fn with_totals(&self, totals: &JobTotals, since: Duration) -> Summary {
+        let mut s = self.clone();
+        let clamp = |v: u64| {
+            u32::try_from(v)
+                .unwrap_or(u32::MAX)
+                .min(self.segments_total)
+        };
+        s.segments_done = clamp(totals.segments_done).max(self.segments_done);
+        s.rows_published = totals.rows_published.max(self.rows_published);
+        s.rows_scanned = totals.rows_scanned.max(self.rows_scanned);
+        s.chunks = totals.chunks.max(self.chunks);
+        s.elapsed_seconds = self.elapsed_seconds.saturating_add(since.as_secs());
+        if s.elapsed_seconds > 0 {
+            s.rows_per_second = s.rows_published as f64 / s.elapsed_seconds as f64;
+        }
+        s
+    }
+
     /// The human-readable report of `status`.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -868,6 +977,29 @@ mod tests {
             heartbeat_at: 1000,
             ..SegmentRecord::default()
         }
+    }
+
+    #[test]
+    fn the_running_totals_bring_a_summary_up_to_date_without_passing_the_job() {
+        let segments = vec![seg(0, status::DONE, 100, 5000)];
+        let s = summarize(&job(4), &segments, 1100);
+        let totals = JobTotals {
+            chunks: 5,
+            segments_done: 9,
+            segments_failed: 0,
+            rows_published: 400,
+            rows_scanned: 450,
+        };
+        let t = s.with_totals(&totals, Duration::from_secs(100));
+        // A rerun can run the totals past the job's segments: never more than the job has.
+        assert_eq!(t.segments_done, 4);
+        assert_eq!((t.rows_published, t.rows_scanned, t.chunks), (400, 450, 5));
+        assert_eq!(t.elapsed_seconds, s.elapsed_seconds + 100);
+        assert_eq!(t.rows_per_second, 400.0 / t.elapsed_seconds as f64);
+        // Totals left short (a worker died between its writes) never move figures back.
+        let short = s.with_totals(&JobTotals::default(), Duration::ZERO);
+        assert_eq!((short.segments_done, short.rows_published), (1, 100));
+        assert_eq!(short.state, s.state);
     }
 
     #[test]

@@ -132,6 +132,16 @@ pub fn receive_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// Retries of a ledger read while `enqueue --wait` follows a job: from 0.5 s doubling to 10 s,
+/// 8 retries (about a minute of failures) before it gives up.
+pub fn ledger_read_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(8)
+        .with_jitter()
+}
+
 /// Visibility delay before a failed or rejected task is received again, growing with its
 /// receive count (1 s, 2 s, 4 s … capped at 15 min) so a bad task is not hammered, and a
 /// queue without a redrive policy does not spin on it.

@@ -162,7 +162,14 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
         counter!(TASKS_DEAD_LETTERED, "reason" => reason.label()).increment(0);
     }
     counter!(TASKS_DEAD_LETTERED, "reason" => DEAD_AFTER_FAILING).increment(0);
-    for op in ["start", "heartbeat", "chunk", "failure", "rejection"] {
+    for op in [
+        "start",
+        "heartbeat",
+        "chunk",
+        "failure",
+        "rejection",
+        "job_totals",
+    ] {
         counter!(LEDGER_ERRORS, "op" => op).increment(0);
     }
     for action in ["delete", "release", "resend"] {

@@ -550,6 +550,9 @@ async fn record_failure(
     {
         telemetry::ledger_error(op, job, segment, e.as_ref());
     }
+    if dead && let Err(e) = ledger.add_failure_to_job(job).await {
+        telemetry::ledger_error("job_totals", job, segment, e.as_ref());
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -591,7 +594,12 @@ async fn record_chunk(
         .record_chunk(task, job, &shared.worker_id, &report)
         .await
     {
-        Ok(Recorded::Counted) => return Ok(Settle::Own(outcome)),
+        Ok(Recorded::Counted) => {
+            if let Err(e) = ledger.add_chunk_to_job(job, &report).await {
+                telemetry::ledger_error("job_totals", job, task.segment as u32, e.as_ref());
+            }
+            return Ok(Settle::Own(outcome));
+        }
         Ok(Recorded::Refused(record)) => record,
         Err(e) => {
             telemetry::ledger_error("chunk", job, task.segment as u32, e.as_ref());

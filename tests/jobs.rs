@@ -303,6 +303,25 @@ async fn wait_child(
     }
 }
 
+/// The run the ledger's record of `job`'s `segment` counts (see `run_id` in the README).
+async fn segment_run(f: &Fixture, ledger: &str, job: &str, segment: u32) -> String {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    let out = f
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(ledger)
+        .key("job_id", S(job.into()))
+        .key("item", S(format!("segment#{segment:07}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("the ledger answers");
+    out.item
+        .and_then(|i| i.get("run_id").and_then(|v| v.as_s().ok()).cloned())
+        .expect("the segment's record names its run")
+}
+
 async fn drop_table(f: &Fixture, table: &str) {
     let _ = f.aws.dynamodb.delete_table().table_name(table).send().await;
 }
@@ -598,9 +617,12 @@ async fn a_duplicated_task_is_not_counted_twice_and_does_not_rescan_the_segment(
     let first = status_json(&f, &ledger, "dup");
     assert_eq!(first["rows_published"], rows, "{first}");
     assert!(first["chunks"].as_u64().unwrap() > 2, "{first}");
-    // The segment's first task again, as a duplicate delivery would bring it.
+    // The segment's first task again, of the same run: a copy, as the SDK resending an entry
+    // `enqueue` sent brings it. (Without the run, it would be a new run of the job, which runs
+    // again: see the rerun test.)
+    let run = segment_run(&f, &ledger, "dup", 0).await;
     f.send_task(&format!(
-        r#"{{"current_segment":0,"total_segments":1,"limit_of_rows":20,"table":"{}","job_id":"dup"}}"#,
+        r#"{{"current_segment":0,"total_segments":1,"limit_of_rows":20,"table":"{}","job_id":"dup","run_id":"{run}"}}"#,
         f.table
     ))
     .await;
