@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
+    ReturnConsumedCapacity, ScalarAttributeType, TableStatus,
 };
 use serde::Serialize;
 
@@ -188,6 +188,9 @@ pub struct ChunkReport<'a> {
 pub struct Ledger {
     pub client: Client,
     pub table: String,
+    /// Read capacity the reads of `job` and `job_totals` consumed, in thousandths of a unit
+    /// (as DynamoDB reports it): what following a job costs.
+    read_milli_units: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
@@ -235,6 +238,24 @@ impl Ledger {
         Self {
             client,
             table: table.into(),
+            read_milli_units: Default::default(),
+        }
+    }
+
+    /// Read capacity units consumed so far by this handle's job reads (`job`, `job_totals`).
+    pub fn read_units(&self) -> f64 {
+        self.read_milli_units
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1000.0
+    }
+
+    fn count_read(&self, consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
+        let units = consumed.and_then(|c| c.capacity_units).unwrap_or(0.0);
+        if units.is_finite() && units > 0.0 {
+            self.read_milli_units.fetch_add(
+                (units * 1000.0).round() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 
@@ -579,8 +600,10 @@ impl Ledger {
             .projection_expression(
                 "chunks, segments_done, segments_failed, rows_published, rows_scanned",
             )
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await?;
+        self.count_read(out.consumed_capacity());
         Ok(out.item.map(|item| JobTotals {
             chunks: get_n(&item, "chunks").unwrap_or(0),
             segments_done: get_n(&item, "segments_done").unwrap_or(0),
@@ -617,29 +640,42 @@ impl Ledger {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":job", s(job))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .into_paginator()
-            .items()
             .send();
         let mut record = None;
         let mut segments = Vec::new();
-        while let Some(item) = pages.next().await {
-            let item = item?;
-            if get_s(&item, SK).as_deref() == Some(JOB_ITEM) {
-                record = Some(JobRecord {
-                    job_id: job.to_owned(),
-                    table: get_s(&item, "table").unwrap_or_default(),
-                    segments_total: get_n(&item, "segments_total").unwrap_or(0),
-                    created_at: get_n(&item, "created_at").unwrap_or(0),
-                    task_template: get_s(&item, "task_template").unwrap_or_default(),
-                    read_units_per_second: get_n(&item, "read_units_per_second"),
-                });
-            } else if let Some(seg) = SegmentRecord::from_item(&item) {
-                segments.push(seg);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            self.count_read(page.consumed_capacity());
+            for item in page.items() {
+                take_item(job, item, &mut record, &mut segments);
             }
         }
         let record =
             record.ok_or_else(|| format!("job {job} is not in ledger table {}", self.table))?;
         Ok((record, segments))
+    }
+}
+
+/// Files one item of a job's `Query`: its record, or one of its segments'.
+fn take_item(
+    job: &str,
+    item: &Item,
+    record: &mut Option<JobRecord>,
+    segments: &mut Vec<SegmentRecord>,
+) {
+    if get_s(item, SK).as_deref() == Some(JOB_ITEM) {
+        *record = Some(JobRecord {
+            job_id: job.to_owned(),
+            table: get_s(item, "table").unwrap_or_default(),
+            segments_total: get_n(item, "segments_total").unwrap_or(0),
+            created_at: get_n(item, "created_at").unwrap_or(0),
+            task_template: get_s(item, "task_template").unwrap_or_default(),
+            read_units_per_second: get_n(item, "read_units_per_second"),
+        });
+    } else if let Some(seg) = SegmentRecord::from_item(item) {
+        segments.push(seg);
     }
 }
 
