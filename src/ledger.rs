@@ -103,6 +103,9 @@ pub struct SegmentRecord {
     pub failures: u64,
     /// Last sign of life: start, heartbeat or recorded chunk (Unix seconds).
     pub heartbeat_at: u64,
+    /// When its last chunk was counted (Unix seconds); only a done segment has it.
+    #[serde(skip)]
+    pub finished_at: Option<u64>,
     /// Where the next chunk starts (DynamoDB JSON), when the segment is not done.
     #[serde(skip)]
     pub resume_key: Option<String>,
@@ -137,6 +140,7 @@ impl SegmentRecord {
             last_error: get_s(item, "last_error"),
             failures: get_n(item, "failures").unwrap_or(0),
             heartbeat_at: get_n(item, "heartbeat_at").unwrap_or(0),
+            finished_at: get_n(item, "finished_at"),
             resume_key: get_s(item, "resume_key"),
             counted_by: get_s(item, "counted_by"),
             run_id: get_s(item, "run_id"),
@@ -145,6 +149,9 @@ impl SegmentRecord {
 }
 
 /// The outcome of recording a chunk.
+// Refused carries the whole record; it is rare and lives for one decision, so boxing it
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
     /// Counted now.
@@ -619,7 +626,6 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
         count(status::RUNNING),
         count(status::FAILED),
     );
-    let elapsed = now.saturating_sub(job.created_at);
     let rows_published: u64 = segments.iter().map(|s| s.rows_published).sum();
     let state = if done >= job.segments_total {
         "done"
@@ -628,6 +634,18 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
     } else {
         "running"
     };
+    // A done job's clock stopped when its last segment finished (the ledger keeps no start
+    // time, so the interval begins at the job's creation); any other job's runs on.
+    let end = match state {
+        "done" => segments
+            .iter()
+            .filter(|s| s.status == status::DONE)
+            .map(|s| s.finished_at.unwrap_or(s.heartbeat_at))
+            .max()
+            .unwrap_or(now),
+        _ => now,
+    };
+    let elapsed = end.saturating_sub(job.created_at);
     let eta = (done > 0 && done < job.segments_total).then(|| {
         let per_segment = elapsed as f64 / f64::from(done);
         (per_segment * f64::from(job.segments_total - done)).round() as u64
@@ -921,6 +939,43 @@ mod tests {
         ] {
             assert!(json.get(k).is_some(), "{k} missing from {json}");
         }
+    }
+
+    #[test]
+    fn a_done_job_stops_the_clock_at_its_last_segment_s_finish() {
+        // Created at 1000; the last segment finished at 1400; asked at 1500 and a day later.
+        let done: Vec<_> = (0..4)
+            .map(|i| SegmentRecord {
+                finished_at: Some(1100 + 100 * u64::from(i)),
+                heartbeat_at: 1100 + 100 * u64::from(i),
+                ..seg(i, status::DONE, 1000, 10_000)
+            })
+            .collect();
+        let soon = summarize(&job(4), &done, 1500);
+        let later = summarize(&job(4), &done, 1500 + 86_400);
+        assert_eq!(soon.state, "done");
+        assert_eq!(soon.elapsed_seconds, 400, "creation to the last finish");
+        assert_eq!(soon.rows_per_second, 10.0, "4000 rows in 400 s");
+        assert_eq!(later, soon, "the figures of a done job do not change");
+        let json = serde_json::to_value(&later).unwrap();
+        assert_eq!(json["elapsed_seconds"], 400);
+        assert_eq!(json["rows_per_second"], 10.0);
+        assert!(later.render().contains("elapsed    400 s, 10 rows/s"));
+        // A running job's clock runs on.
+        let running = summarize(&job(5), &done, 1500);
+        assert_eq!(running.elapsed_seconds, 500);
+    }
+
+    #[test]
+    fn finished_at_is_read_back_from_the_record() {
+        let mut item = Item::new();
+        item.insert(SK.into(), s(segment_item(3)));
+        item.insert("status".into(), s(status::DONE));
+        item.insert("finished_at".into(), n(1234));
+        let r = SegmentRecord::from_item(&item).unwrap();
+        assert_eq!((r.segment, r.finished_at), (3, Some(1234)));
+        item.remove("finished_at");
+        assert_eq!(SegmentRecord::from_item(&item).unwrap().finished_at, None);
     }
 
     #[test]
