@@ -581,7 +581,7 @@ pub struct Summary {
     pub read_units_consumed: f64,
     pub elapsed_seconds: u64,
     pub rows_per_second: f64,
-    /// Remaining time if the remaining segments go as fast as the finished ones did.
+    /// Seconds left, by [`eta_seconds`]; `None`: unknown.
     pub eta_seconds: Option<u64>,
     pub slowest_segments: Vec<SegmentBrief>,
     pub largest_segments: Vec<SegmentBrief>,
@@ -619,6 +619,34 @@ impl From<&SegmentRecord> for SegmentBrief {
 /// How many segments the skew report lists.
 const SKEW_TOP: usize = 3;
 
+/// The time left for a job of `total` segments: the segments not done, each taking as long as
+/// the finished ones took on average (their `duration_ms`, the time they spent in chunks),
+/// shared among the segments in flight now. Segments run side by side, one per task slot, so
+/// the work left is divided by how many run at once, not done one after another. A running
+/// segment counts as not yet begun (the ledger keeps no start time), so while every segment
+/// left is in flight the estimate is at most one average segment too long. `None` (unknown)
+/// before any segment has finished or while none is running.
+pub fn eta_seconds(total: u32, segments: &[SegmentRecord]) -> Option<u64> {
+    let (mut done, mut done_ms, mut running) = (0u32, 0u64, 0u32);
+    for s in segments {
+        match s.status.as_str() {
+            status::DONE => {
+                done += 1;
+                done_ms = done_ms.saturating_add(s.duration_ms);
+            }
+            status::RUNNING => running += 1,
+            _ => {}
+        }
+    }
+    if done == 0 || running == 0 || done >= total {
+        return None;
+    }
+    let mean_seconds = done_ms as f64 / 1000.0 / f64::from(done);
+    let eta = f64::from(total - done) * mean_seconds / f64::from(running);
+    // A float cast to u64 saturates; a huge or NaN estimate is no estimate.
+    (eta.is_finite() && eta < u64::MAX as f64).then(|| eta.round() as u64)
+}
+
 pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summary {
     let count = |st: &str| segments.iter().filter(|s| s.status == st).count() as u32;
     let (done, running, failed) = (
@@ -646,10 +674,11 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
         _ => now,
     };
     let elapsed = end.saturating_sub(job.created_at);
-    let eta = (done > 0 && done < job.segments_total).then(|| {
-        let per_segment = elapsed as f64 / f64::from(done);
-        (per_segment * f64::from(job.segments_total - done)).round() as u64
-    });
+    let eta = if state == "running" {
+        eta_seconds(job.segments_total, segments)
+    } else {
+        None
+    };
     let top = |key: fn(&SegmentRecord) -> u64| {
         let mut v: Vec<&SegmentRecord> = segments.iter().collect();
         v.sort_by_key(|s| std::cmp::Reverse(key(s)));
@@ -905,7 +934,11 @@ mod tests {
         assert_eq!(s.read_units_consumed, 4.5);
         assert_eq!(s.elapsed_seconds, 100);
         assert_eq!(s.rows_per_second, 4.5);
-        assert_eq!(s.eta_seconds, Some(100), "2 of 4 done in 100 s");
+        assert_eq!(
+            s.eta_seconds,
+            Some(6),
+            "2 left, 3 s each on average, 1 at a time"
+        );
         assert_eq!(s.slowest_segments[0].segment, 2);
         assert_eq!(s.largest_segments[0].segment, 1);
         assert!(s.failed_segments.is_empty());
@@ -976,6 +1009,36 @@ mod tests {
         assert_eq!((r.segment, r.finished_at), (3, Some(1234)));
         item.remove("finished_at");
         assert_eq!(SegmentRecord::from_item(&item).unwrap().finished_at, None);
+    }
+
+    #[test]
+    fn the_eta_counts_the_segments_that_run_at_once() {
+        // The README's advice: segments = task slots. 64 segments on 64 slots, each about
+        // 10 minutes; the first has just finished, 63 run: about 10 minutes to go, not 63 × 10.
+        let ten_minutes = 600_000;
+        let mut segments = vec![seg(0, status::DONE, 100, ten_minutes)];
+        segments.extend((1..64).map(|i| seg(i, status::RUNNING, 0, 0)));
+        let s = summarize(&job(64), &segments, 1000 + 600);
+        assert_eq!(s.eta_seconds, Some(600));
+        assert!(s.render().contains("about 600 s to go"), "{}", s.render());
+        // Twice the segments on the same 64 slots: a second wave of 10 minutes follows.
+        let mut twice = vec![seg(0, status::DONE, 100, ten_minutes)];
+        twice.extend((1..65).map(|i| seg(i, status::RUNNING, 0, 0)));
+        let s = summarize(&job(128), &twice, 1000 + 600);
+        assert_eq!(
+            s.eta_seconds,
+            Some(1191),
+            "127 segments × 600 s over 64 slots"
+        );
+        // Unknown before any segment has finished, while none runs, and once not running.
+        let running: Vec<_> = (0..64).map(|i| seg(i, status::RUNNING, 0, 0)).collect();
+        assert_eq!(summarize(&job(64), &running, 1600).eta_seconds, None);
+        assert_eq!(summarize(&job(64), &segments[..1], 1600).eta_seconds, None);
+        let mut failed = segments.clone();
+        failed[1].status = status::FAILED.into();
+        assert_eq!(summarize(&job(64), &failed, 1600).eta_seconds, None);
+        let json = serde_json::to_value(summarize(&job(64), &running, 1600)).unwrap();
+        assert!(json["eta_seconds"].is_null());
     }
 
     #[test]
