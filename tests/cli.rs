@@ -159,3 +159,39 @@ fn plan_refuses_zero_workers() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn a_usage_error_is_clap_s_message_with_status_2_any_other_error_one_line_with_1() {
+    // As the README says: clap's several lines and exit status 2 for the command line...
+    for args in [
+        &["enqueue", "--table", "items"][..],
+        &["no-such-command"],
+        &["status"],
+        &["plan", "--table", "items", "--workers", "x"],
+        &[],
+    ] {
+        let out = Command::new(BINARY)
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("run scanfleet");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") || args.is_empty(),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("--help"), "{args:?}: {err}");
+        assert!(err.lines().count() > 1, "{args:?}: {err}");
+    }
+    // ...and one `scanfleet:` line with exit status 1 for an error past it.
+    let out = Command::new(BINARY)
+        .args(["enqueue", "--table", "items", "--segments", "2"])
+        .env_clear()
+        .output()
+        .expect("run scanfleet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("scanfleet: "), "{err}");
+}
