@@ -542,6 +542,80 @@ pub enum KeyError {
     Invalid(String, String),
 }
 
+/// DynamoDB's number limits: at most 38 significant digits, and a non-zero magnitude from
+/// 1E-130 up to (not including) 1E+126.
+const NUMBER_DIGITS: usize = 38;
+const NUMBER_MIN_EXPONENT: i64 = -130;
+const NUMBER_MAX_EXPONENT: i64 = 125;
+
+/// Whether `text` is a number DynamoDB accepts as an `N` value (in a key or an expression
+/// value), and if not, why. The syntax is DynamoDB's (a decimal, as Java's `BigDecimal`
+/// reads it): an optional sign (`+` or `-`), digits with an optional decimal point (at least
+/// one digit on either side: `007`, `1.`, `.5`), an optional exponent (`e` or `E`, optional
+/// sign, digits) and nothing else, no spaces, `NaN` or `Infinity`. Leading and trailing zeros
+/// are not significant; what is left may have at most 38 digits, and a number other than 0
+/// must be at least 1E-130 and below 1E+126 in magnitude.
+pub fn dynamodb_number(text: &str) -> Result<(), String> {
+    let not_a_number = || format!("{text:?} is not a number");
+    let b = text.as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let digits_from = |i: usize| b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let int_len = digits_from(i);
+    let int = &b[i..i + int_len];
+    i += int_len;
+    let frac: &[u8] = if b.get(i) == Some(&b'.') {
+        let len = digits_from(i + 1);
+        let frac = &b[i + 1..i + 1 + len];
+        i += 1 + len;
+        frac
+    } else {
+        &[]
+    };
+    if int.is_empty() && frac.is_empty() {
+        return Err(not_a_number());
+    }
+    let mut exponent: i64 = 0;
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        let negative = b.get(i) == Some(&b'-');
+        i += usize::from(matches!(b.get(i), Some(b'+' | b'-')));
+        let len = digits_from(i);
+        // BigDecimal's exponent is an int.
+        let magnitude: i64 = text[i..i + len].parse().map_err(|_| not_a_number())?;
+        exponent = if negative { -magnitude } else { magnitude };
+        if i32::try_from(exponent).is_err() {
+            return Err(format!("{text:?}: the exponent is out of range"));
+        }
+        i += len;
+    }
+    if i != b.len() {
+        return Err(not_a_number());
+    }
+    // The value is `digits` × 10^`scale`, its significant digits without the zeros around them.
+    let digits: Vec<u8> = int.iter().chain(frac).copied().collect();
+    let Some(first) = digits.iter().position(|&d| d != b'0') else {
+        return Ok(()); // zero, whatever its exponent
+    };
+    let last = digits.iter().rposition(|&d| d != b'0').unwrap_or(first);
+    let significant = last - first + 1;
+    if significant > NUMBER_DIGITS {
+        return Err(format!(
+            "{text:?} has {significant} significant digits; DynamoDB keeps at most {NUMBER_DIGITS}"
+        ));
+    }
+    let too_long = || format!("{text:?} is too long");
+    let trailing = i64::try_from(digits.len() - 1 - last).map_err(|_| too_long())?;
+    let frac_len = i64::try_from(frac.len()).map_err(|_| too_long())?;
+    // The power of ten of the leading significant digit (1.5E3 → 3).
+    let leading = exponent - frac_len + trailing + (significant as i64 - 1);
+    if !(NUMBER_MIN_EXPONENT..=NUMBER_MAX_EXPONENT).contains(&leading) {
+        return Err(format!(
+            "{text:?} is out of DynamoDB's range: a number other than 0 is 1E-130 or more and less than 1E+126 in magnitude"
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a key (e.g. a `LastEvaluatedKey`) from DynamoDB attribute-value JSON.
 ///
 /// Key attributes are always scalars (S, N or B), and a table key has one or two of them.
@@ -564,13 +638,7 @@ pub fn key_from_json(v: &serde_json::Value) -> Result<Item, KeyError> {
             "S" if !text.is_empty() => AttributeValue::S(text.to_owned()),
             "S" => return Err(KeyError::Invalid(name.clone(), "empty string".into())),
             "N" => {
-                let parsed: Result<serde_json::Number, _> = text.parse();
-                if parsed.is_err() {
-                    return Err(KeyError::Invalid(
-                        name.clone(),
-                        format!("{text:?} is not a number"),
-                    ));
-                }
+                dynamodb_number(text).map_err(|e| KeyError::Invalid(name.clone(), e))?;
                 AttributeValue::N(text.to_owned())
             }
             "B" => match B64.decode(text) {
@@ -609,9 +677,7 @@ pub fn value_from_json(v: &serde_json::Value) -> Result<AttributeValue, String> 
     };
     let number = |x: &serde_json::Value| {
         let text = string(x)?;
-        text.parse::<serde_json::Number>()
-            .map(|_| text.clone())
-            .map_err(|_| format!("{text:?} is not a number"))
+        dynamodb_number(&text).map(|()| text)
     };
     let blob = |x: &serde_json::Value| {
         let text = string(x)?;
@@ -891,6 +957,105 @@ mod tests {
             assert!(
                 encode(&it, OutputFormat::Plain, 0).is_err(),
                 "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn n_values_are_what_dynamodb_accepts() {
+        // Accepted by DynamoDB (several checked against it by ScyllaDB's Alternator tests).
+        for ok in [
+            "0",
+            "-0",
+            "007",
+            "+5",
+            "1.",
+            ".5",
+            "-.5",
+            "3",
+            "-7.1234",
+            "-17e5",
+            "-17.4E37",
+            "+3",
+            "0001.23",
+            "1e+5",
+            "1E-5",
+            "0e1000",
+            "0.000",
+            "1e125",
+            "9.99999999e125",
+            "-9.9999999999999999999999999999999999999E+125",
+            "1e-130",
+            "-1E-130",
+            "10e-131",
+            "0.1e-129",
+            "12345678901234567890123456789012345678",
+            "3.1415926535897932384626433832795028841",
+            "31415926535897932384626433832795028841e30",
+            "1234567890123456789012345678901234567800000",
+            "0.00012345678901234567890123456789012345678",
+        ] {
+            assert_eq!(dynamodb_number(ok), Ok(()), "{ok:?}");
+        }
+        // Refused by DynamoDB.
+        for (bad, why) in [
+            ("", "not a number"),
+            ("+", "not a number"),
+            ("-", "not a number"),
+            (".", "not a number"),
+            ("e5", "not a number"),
+            (".e5", "not a number"),
+            ("1e", "not a number"),
+            ("1e+", "not a number"),
+            ("1.2.3", "not a number"),
+            ("++1", "not a number"),
+            ("+-1", "not a number"),
+            ("1 ", "not a number"),
+            (" 1", "not a number"),
+            ("1_000", "not a number"),
+            ("0x10", "not a number"),
+            ("ten", "not a number"),
+            ("NaN", "not a number"),
+            ("Infinity", "not a number"),
+            ("-Infinity", "not a number"),
+            ("١", "not a number"),
+            ("1e99999999999999999999", "not a number"),
+            ("1e3000000000", "exponent"),
+            ("0e-3000000000", "exponent"),
+            ("1e126", "range"),
+            ("11e125", "range"),
+            ("-1e126", "range"),
+            ("1e-131", "range"),
+            ("0.9e-130", "range"),
+            ("-0.9e-130", "range"),
+            (
+                "123456789012345678901234567890123456789",
+                "39 significant digits",
+            ),
+            ("3.14159265358979323846264338327950288419", "39 significant"),
+            (
+                "314159265358979323846264338327950288419e30",
+                "39 significant",
+            ),
+        ] {
+            let e = dynamodb_number(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        // One rule for an expression value and a key's N value.
+        for ok in ["007", "+5", "1."] {
+            assert_eq!(
+                value_from_json(&json!({"N": ok})),
+                Ok(AttributeValue::N(ok.into()))
+            );
+            assert!(value_from_json(&json!({"NS": ["1", ok]})).is_ok());
+            let key = key_from_json(&json!({"PK": {"N": ok}})).unwrap();
+            assert_eq!(key["PK"], AttributeValue::N(ok.into()));
+        }
+        for bad in ["1e126", "1 ", "NaN"] {
+            assert!(value_from_json(&json!({"N": bad})).is_err(), "{bad:?}");
+            assert!(
+                key_from_json(&json!({"PK": {"N": bad}})).is_err(),
+                "{bad:?}"
             );
         }
     }

@@ -117,6 +117,9 @@ pub struct SegmentRecord {
     pub failures: u64,
     /// Last sign of life: start, heartbeat or recorded chunk (Unix seconds).
     pub heartbeat_at: u64,
+    /// When its last chunk was counted (Unix seconds); only a done segment has it.
+    #[serde(skip)]
+    pub finished_at: Option<u64>,
     /// Where the next chunk starts (DynamoDB JSON), when the segment is not done.
     #[serde(skip)]
     pub resume_key: Option<String>,
@@ -151,6 +154,7 @@ impl SegmentRecord {
             last_error: get_s(item, "last_error"),
             failures: get_n(item, "failures").unwrap_or(0),
             heartbeat_at: get_n(item, "heartbeat_at").unwrap_or(0),
+            finished_at: get_n(item, "finished_at"),
             resume_key: get_s(item, "resume_key"),
             counted_by: get_s(item, "counted_by"),
             run_id: get_s(item, "run_id"),
@@ -159,6 +163,9 @@ impl SegmentRecord {
 }
 
 /// The outcome of recording a chunk.
+// Refused carries the whole record; it is rare and lives for one decision, so boxing it
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
     /// Counted now.
@@ -698,7 +705,7 @@ pub struct Summary {
     pub read_units_consumed: f64,
     pub elapsed_seconds: u64,
     pub rows_per_second: f64,
-    /// Remaining time if the remaining segments go as fast as the finished ones did.
+    /// Seconds left, by [`eta_seconds`]; `None`: unknown.
     pub eta_seconds: Option<u64>,
     pub slowest_segments: Vec<SegmentBrief>,
     pub largest_segments: Vec<SegmentBrief>,
@@ -736,6 +743,34 @@ impl From<&SegmentRecord> for SegmentBrief {
 /// How many segments the skew report lists.
 const SKEW_TOP: usize = 3;
 
+/// The time left for a job of `total` segments: the segments not done, each taking as long as
+/// the finished ones took on average (their `duration_ms`, the time they spent in chunks),
+/// shared among the segments in flight now. Segments run side by side, one per task slot, so
+/// the work left is divided by how many run at once, not done one after another. A running
+/// segment counts as not yet begun (the ledger keeps no start time), so while every segment
+/// left is in flight the estimate is at most one average segment too long. `None` (unknown)
+/// before any segment has finished or while none is running.
+pub fn eta_seconds(total: u32, segments: &[SegmentRecord]) -> Option<u64> {
+    let (mut done, mut done_ms, mut running) = (0u32, 0u64, 0u32);
+    for s in segments {
+        match s.status.as_str() {
+            status::DONE => {
+                done += 1;
+                done_ms = done_ms.saturating_add(s.duration_ms);
+            }
+            status::RUNNING => running += 1,
+            _ => {}
+        }
+    }
+    if done == 0 || running == 0 || done >= total {
+        return None;
+    }
+    let mean_seconds = done_ms as f64 / 1000.0 / f64::from(done);
+    let eta = f64::from(total - done) * mean_seconds / f64::from(running);
+    // A float cast to u64 saturates; a huge or NaN estimate is no estimate.
+    (eta.is_finite() && eta < u64::MAX as f64).then(|| eta.round() as u64)
+}
+
 pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summary {
     let count = |st: &str| segments.iter().filter(|s| s.status == st).count() as u32;
     let (done, running, failed) = (
@@ -743,7 +778,6 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
         count(status::RUNNING),
         count(status::FAILED),
     );
-    let elapsed = now.saturating_sub(job.created_at);
     let rows_published: u64 = segments.iter().map(|s| s.rows_published).sum();
     let state = if done >= job.segments_total {
         "done"
@@ -752,10 +786,23 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
     } else {
         "running"
     };
-    let eta = (done > 0 && done < job.segments_total).then(|| {
-        let per_segment = elapsed as f64 / f64::from(done);
-        (per_segment * f64::from(job.segments_total - done)).round() as u64
-    });
+    // A done job's clock stopped when its last segment finished (the ledger keeps no start
+    // time, so the interval begins at the job's creation); any other job's runs on.
+    let end = match state {
+        "done" => segments
+            .iter()
+            .filter(|s| s.status == status::DONE)
+            .map(|s| s.finished_at.unwrap_or(s.heartbeat_at))
+            .max()
+            .unwrap_or(now),
+        _ => now,
+    };
+    let elapsed = end.saturating_sub(job.created_at);
+    let eta = if state == "running" {
+        eta_seconds(job.segments_total, segments)
+    } else {
+        None
+    };
     let top = |key: fn(&SegmentRecord) -> u64| {
         let mut v: Vec<&SegmentRecord> = segments.iter().collect();
         v.sort_by_key(|s| std::cmp::Reverse(key(s)));
@@ -1055,7 +1102,11 @@ mod tests {
         assert_eq!(s.read_units_consumed, 4.5);
         assert_eq!(s.elapsed_seconds, 100);
         assert_eq!(s.rows_per_second, 4.5);
-        assert_eq!(s.eta_seconds, Some(100), "2 of 4 done in 100 s");
+        assert_eq!(
+            s.eta_seconds,
+            Some(6),
+            "2 left, 3 s each on average, 1 at a time"
+        );
         assert_eq!(s.slowest_segments[0].segment, 2);
         assert_eq!(s.largest_segments[0].segment, 1);
         assert!(s.failed_segments.is_empty());
@@ -1089,6 +1140,73 @@ mod tests {
         ] {
             assert!(json.get(k).is_some(), "{k} missing from {json}");
         }
+    }
+
+    #[test]
+    fn a_done_job_stops_the_clock_at_its_last_segment_s_finish() {
+        // Created at 1000; the last segment finished at 1400; asked at 1500 and a day later.
+        let done: Vec<_> = (0..4)
+            .map(|i| SegmentRecord {
+                finished_at: Some(1100 + 100 * u64::from(i)),
+                heartbeat_at: 1100 + 100 * u64::from(i),
+                ..seg(i, status::DONE, 1000, 10_000)
+            })
+            .collect();
+        let soon = summarize(&job(4), &done, 1500);
+        let later = summarize(&job(4), &done, 1500 + 86_400);
+        assert_eq!(soon.state, "done");
+        assert_eq!(soon.elapsed_seconds, 400, "creation to the last finish");
+        assert_eq!(soon.rows_per_second, 10.0, "4000 rows in 400 s");
+        assert_eq!(later, soon, "the figures of a done job do not change");
+        let json = serde_json::to_value(&later).unwrap();
+        assert_eq!(json["elapsed_seconds"], 400);
+        assert_eq!(json["rows_per_second"], 10.0);
+        assert!(later.render().contains("elapsed    400 s, 10 rows/s"));
+        // A running job's clock runs on.
+        let running = summarize(&job(5), &done, 1500);
+        assert_eq!(running.elapsed_seconds, 500);
+    }
+
+    #[test]
+    fn finished_at_is_read_back_from_the_record() {
+        let mut item = Item::new();
+        item.insert(SK.into(), s(segment_item(3)));
+        item.insert("status".into(), s(status::DONE));
+        item.insert("finished_at".into(), n(1234));
+        let r = SegmentRecord::from_item(&item).unwrap();
+        assert_eq!((r.segment, r.finished_at), (3, Some(1234)));
+        item.remove("finished_at");
+        assert_eq!(SegmentRecord::from_item(&item).unwrap().finished_at, None);
+    }
+
+    #[test]
+    fn the_eta_counts_the_segments_that_run_at_once() {
+        // The README's advice: segments = task slots. 64 segments on 64 slots, each about
+        // 10 minutes; the first has just finished, 63 run: about 10 minutes to go, not 63 × 10.
+        let ten_minutes = 600_000;
+        let mut segments = vec![seg(0, status::DONE, 100, ten_minutes)];
+        segments.extend((1..64).map(|i| seg(i, status::RUNNING, 0, 0)));
+        let s = summarize(&job(64), &segments, 1000 + 600);
+        assert_eq!(s.eta_seconds, Some(600));
+        assert!(s.render().contains("about 600 s to go"), "{}", s.render());
+        // Twice the segments on the same 64 slots: a second wave of 10 minutes follows.
+        let mut twice = vec![seg(0, status::DONE, 100, ten_minutes)];
+        twice.extend((1..65).map(|i| seg(i, status::RUNNING, 0, 0)));
+        let s = summarize(&job(128), &twice, 1000 + 600);
+        assert_eq!(
+            s.eta_seconds,
+            Some(1191),
+            "127 segments × 600 s over 64 slots"
+        );
+        // Unknown before any segment has finished, while none runs, and once not running.
+        let running: Vec<_> = (0..64).map(|i| seg(i, status::RUNNING, 0, 0)).collect();
+        assert_eq!(summarize(&job(64), &running, 1600).eta_seconds, None);
+        assert_eq!(summarize(&job(64), &segments[..1], 1600).eta_seconds, None);
+        let mut failed = segments.clone();
+        failed[1].status = status::FAILED.into();
+        assert_eq!(summarize(&job(64), &failed, 1600).eta_seconds, None);
+        let json = serde_json::to_value(summarize(&job(64), &running, 1600)).unwrap();
+        assert!(json["eta_seconds"].is_null());
     }
 
     #[test]

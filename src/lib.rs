@@ -8,6 +8,8 @@ pub mod budget;
 pub mod dedup;
 pub mod devkit;
 pub mod direct;
+#[cfg(test)]
+mod docs_check;
 pub mod enqueue;
 pub mod expression;
 pub mod http;

@@ -98,7 +98,7 @@ enum Command {
         #[arg(long)]
         table: String,
         /// Number of worker processes (their worker.concurrency comes from the configuration).
-        #[arg(long, value_name = "K")]
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
         workers: Option<u32>,
     },
     /// Manage the job ledger table.

@@ -137,3 +137,61 @@ fn a_credential_variable_with_a_trailing_newline_stops_start_up_naming_it() {
     );
     assert!(!err.contains("wJalr"), "the secret is printed: {err}");
 }
+
+#[test]
+fn plan_refuses_zero_workers() {
+    // It used to print "0 workers" and compute with 1.
+    let out = Command::new(BINARY)
+        .args(["plan", "--table", "items", "--workers", "0"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Should it get as far as AWS, it fails at once here, without the network.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        .output()
+        .expect("run scanfleet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
+    assert!(
+        err.contains("--workers") && err.contains("'0'") && err.contains("1.."),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_usage_error_is_clap_s_message_with_status_2_any_other_error_one_line_with_1() {
+    // As the README says: clap's several lines and exit status 2 for the command line...
+    for args in [
+        &["enqueue", "--table", "items"][..],
+        &["no-such-command"],
+        &["status"],
+        &["plan", "--table", "items", "--workers", "x"],
+        &[],
+    ] {
+        let out = Command::new(BINARY)
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("run scanfleet");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") || args.is_empty(),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("--help"), "{args:?}: {err}");
+        assert!(err.lines().count() > 1, "{args:?}: {err}");
+    }
+    // ...and one `scanfleet:` line with exit status 1 for an error past it.
+    let out = Command::new(BINARY)
+        .args(["enqueue", "--table", "items", "--segments", "2"])
+        .env_clear()
+        .output()
+        .expect("run scanfleet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("scanfleet: "), "{err}");
+}
