@@ -41,19 +41,33 @@ pub mod names {
     pub const DUPLICATE_CHUNKS: &str = "scanfleet_duplicate_chunks_total";
 }
 
+/// Buckets of [`names::TASK_DURATION`] in seconds.
+const TASK_DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+];
+
 /// Installs the Prometheus recorder and describes every metric. `tables`: those the worker may
 /// scan, whose per-table task counters start at zero.
 pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> PrometheusHandle {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(names::TASK_DURATION.into()),
-            &[
-                0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
-            ],
-        )
-        .expect("bucket list is not empty")
+    let handle = builder()
         .install_recorder()
         .expect("the metrics recorder is installed once, at start-up");
+    describe_and_zero(tables);
+    handle
+}
+
+/// The exporter with scanfleet's histogram buckets.
+fn builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(names::TASK_DURATION.into()),
+            TASK_DURATION_BUCKETS,
+        )
+        .expect("bucket list is not empty")
+}
+
+/// Describes every metric and zero-initialises the counters, on the current recorder.
+fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>) {
     use names::*;
     describe_counter!(
         TASKS_RECEIVED,
@@ -116,7 +130,7 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
     describe_counter!(ACK_ERRORS, "Failed deletes or releases of task messages.");
     describe_counter!(
         CHECKPOINTS,
-        "Chunks ended by a checkpoint: continuation task sent, task deleted."
+        "Chunks ended by a checkpoint (continuation task sent, task deleted), by table; with the completed tasks, every chunk that ended well."
     );
     describe_counter!(
         ROWS_OVERSIZE,
@@ -148,7 +162,6 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
         RECEIVE_ERRORS,
         HEARTBEATS,
         HEARTBEAT_ERRORS,
-        CHECKPOINTS,
         DUPLICATE_CHUNKS,
     ] {
         counter!(name).increment(0);
@@ -156,6 +169,7 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
     for table in tables {
         counter!(TASKS_COMPLETED, "table" => table.to_owned()).increment(0);
         counter!(TASKS_FAILED, "table" => table.to_owned()).increment(0);
+        counter!(CHECKPOINTS, "table" => table.to_owned()).increment(0);
     }
     for reason in RejectReason::ALL {
         counter!(TASKS_REJECTED, "reason" => reason.label()).increment(0);
@@ -173,7 +187,6 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
     }
     gauge!(TASKS_IN_FLIGHT).set(0.0);
     gauge!(READ_CAPACITY).set(0.0);
-    handle
 }
 
 /// Starts logging to stderr (stdout stays free for command output such as a job id).
@@ -338,7 +351,7 @@ pub fn ack_failed(message_id: &str, action: &'static str, err: &dyn std::error::
 }
 
 pub fn task_checkpointed(message_id: &str, task: &Task, rows: u64, elapsed: Duration) {
-    counter!(names::CHECKPOINTS).increment(1);
+    counter!(names::CHECKPOINTS, &task_labels(task)).increment(1);
     histogram!(names::TASK_DURATION).record(elapsed.as_secs_f64());
     info!(
         message_id,
@@ -400,4 +413,59 @@ pub fn row_oversize(table: &str, key: &serde_json::Value, size: usize, diverted:
     let outcome = if diverted { "diverted" } else { "failed" };
     counter!(names::ROWS_OVERSIZE, "outcome" => outcome).increment(1);
     warn!(table, key = %key, size, outcome, "row too large for the output queue");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Tables;
+    impl crate::task::TablePolicy for Tables {
+        fn default_table(&self) -> &str {
+            "orders"
+        }
+        fn allows(&self, table: &str) -> bool {
+            table == "orders" || table == "users"
+        }
+    }
+
+    /// What `/metrics` shows after `f` ran on a fresh recorder set up as `install_metrics` sets
+    /// up the global one (for tables `orders` and `users`).
+    fn rendered(f: impl FnOnce()) -> String {
+        let recorder = builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe_and_zero(["orders", "users"]);
+            f();
+        });
+        handle.render()
+    }
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn checkpoints_are_counted_by_table_like_the_task_outcomes() {
+        let task = crate::task::parse(
+            r#"{"current_segment":0,"total_segments":2,"table":"users"}"#,
+            &Tables,
+        )
+        .unwrap();
+        let text = rendered(|| task_checkpointed("m-1", &task, 10, Duration::from_secs(60)));
+        // Each allowed table's series exists from start-up, as the completed and failed
+        // counters' do; the failure-ratio alert divides by their sum per table.
+        assert_eq!(
+            sample(&text, r#"scanfleet_checkpoints_total{table="orders"}"#),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"scanfleet_checkpoints_total{table="users"}"#),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "scanfleet_checkpoints_total"), None, "{text}");
+    }
 }
