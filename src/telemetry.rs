@@ -41,9 +41,12 @@ pub mod names {
     pub const DUPLICATE_CHUNKS: &str = "scanfleet_duplicate_chunks_total";
 }
 
-/// Buckets of [`names::TASK_DURATION`] in seconds.
+/// Buckets of [`names::TASK_DURATION`] in seconds, up to 12 hours: a chunk may run for
+/// `worker.checkpoint_seconds` (at most 6 hours) and then finish its page, and SQS holds a
+/// received message for at most 12 hours, so no chunk falls beyond the last finite bucket.
 const TASK_DURATION_BUCKETS: &[f64] = &[
-    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
+    43200.0,
 ];
 
 /// Installs the Prometheus recorder and describes every metric. `tables`: those the worker may
@@ -467,5 +470,28 @@ mod tests {
             "{text}"
         );
         assert_eq!(sample(&text, "scanfleet_checkpoints_total"), None, "{text}");
+    }
+
+    #[test]
+    fn the_task_duration_buckets_cover_the_longest_chunk() {
+        let longest = crate::settings::MAX_CHECKPOINT_SECONDS as f64;
+        let top = TASK_DURATION_BUCKETS.last().copied().unwrap();
+        assert!(
+            top > longest,
+            "top bucket {top} s, chunks up to {longest} s"
+        );
+        let task =
+            crate::task::parse(r#"{"current_segment":0,"total_segments":1}"#, &Tables).unwrap();
+        // A chunk of the longest checkpoint_seconds that took a minute more for its last page.
+        let chunk = Duration::from_secs(crate::settings::MAX_CHECKPOINT_SECONDS + 60);
+        let text = rendered(|| task_checkpointed("m-1", &task, 10, chunk));
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!(r#"scanfleet_task_duration_seconds_bucket{{le="{le}"}}"#),
+            )
+        };
+        assert_eq!(bucket("14400"), Some(0.0), "{text}");
+        assert_eq!(bucket("43200"), Some(1.0), "{text}");
     }
 }
