@@ -130,7 +130,10 @@ fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>) {
         HEARTBEAT_ERRORS,
         "Failed visibility extensions of running tasks."
     );
-    describe_counter!(ACK_ERRORS, "Failed deletes or releases of task messages.");
+    describe_counter!(
+        ACK_ERRORS,
+        "Failed deletes, releases and resends of task messages, by action (`delete`, `release`, `resend`)."
+    );
     describe_counter!(
         CHECKPOINTS,
         "Chunks ended by a checkpoint (continuation task sent, task deleted), by table; with the completed tasks, every chunk that ended well."
@@ -495,6 +498,24 @@ mod tests {
             missing.is_empty(),
             "not exported at start-up: {missing:?}\n{text}"
         );
+    }
+
+    #[test]
+    fn the_ack_errors_help_names_every_action() {
+        let text = rendered(|| {});
+        let help = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# HELP scanfleet_ack_errors_total "))
+            .expect("described");
+        let actions: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(r#"scanfleet_ack_errors_total{action=""#))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(actions.len(), 3, "{text}");
+        for action in actions {
+            assert!(help.contains(action), "{action}: {help}");
+        }
     }
 
     #[test]
