@@ -13,6 +13,10 @@ use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
+/// The largest `worker.checkpoint_seconds`: SQS caps a message's visibility at 12 hours from its
+/// receive, and a chunk must end well before that.
+pub const MAX_CHECKPOINT_SECONDS: u64 = 6 * 3600;
+
 /// One clear start-up error, naming the offending key.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -305,11 +309,13 @@ impl Settings {
         if self.worker.checkpoint_rows == 0 {
             return Err(invalid("worker.checkpoint_rows", "must be at least 1"));
         }
-        // SQS caps a message's visibility at 12 hours; a chunk must end well before that.
-        if !(1..=6 * 3600).contains(&self.worker.checkpoint_seconds) {
+        if !(1..=MAX_CHECKPOINT_SECONDS).contains(&self.worker.checkpoint_seconds) {
             return Err(invalid(
                 "worker.checkpoint_seconds",
-                format!("must be 1..=21600, got {}", self.worker.checkpoint_seconds),
+                format!(
+                    "must be 1..={MAX_CHECKPOINT_SECONDS}, got {}",
+                    self.worker.checkpoint_seconds
+                ),
             ));
         }
         if !self.output.oversize_queue_url.is_empty() {

@@ -41,19 +41,36 @@ pub mod names {
     pub const DUPLICATE_CHUNKS: &str = "scanfleet_duplicate_chunks_total";
 }
 
+/// Buckets of [`names::TASK_DURATION`] in seconds, up to 12 hours: a chunk may run for
+/// `worker.checkpoint_seconds` (at most 6 hours) and then finish its page, and SQS holds a
+/// received message for at most 12 hours, so no chunk falls beyond the last finite bucket.
+const TASK_DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
+    43200.0,
+];
+
 /// Installs the Prometheus recorder and describes every metric. `tables`: those the worker may
 /// scan, whose per-table task counters start at zero.
 pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> PrometheusHandle {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(names::TASK_DURATION.into()),
-            &[
-                0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
-            ],
-        )
-        .expect("bucket list is not empty")
+    let handle = builder()
         .install_recorder()
         .expect("the metrics recorder is installed once, at start-up");
+    describe_and_zero(tables);
+    handle
+}
+
+/// The exporter with scanfleet's histogram buckets.
+fn builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(names::TASK_DURATION.into()),
+            TASK_DURATION_BUCKETS,
+        )
+        .expect("bucket list is not empty")
+}
+
+/// Describes every metric and zero-initialises the counters, on the current recorder.
+fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>) {
     use names::*;
     describe_counter!(
         TASKS_RECEIVED,
@@ -113,10 +130,13 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
         HEARTBEAT_ERRORS,
         "Failed visibility extensions of running tasks."
     );
-    describe_counter!(ACK_ERRORS, "Failed deletes or releases of task messages.");
+    describe_counter!(
+        ACK_ERRORS,
+        "Failed deletes, releases and resends of task messages, by action (`delete`, `release`, `resend`)."
+    );
     describe_counter!(
         CHECKPOINTS,
-        "Chunks ended by a checkpoint: continuation task sent, task deleted."
+        "Chunks ended by a checkpoint (continuation task sent, task deleted), by table; with the completed tasks, every chunk that ended well."
     );
     describe_counter!(
         ROWS_OVERSIZE,
@@ -148,7 +168,6 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
         RECEIVE_ERRORS,
         HEARTBEATS,
         HEARTBEAT_ERRORS,
-        CHECKPOINTS,
         DUPLICATE_CHUNKS,
     ] {
         counter!(name).increment(0);
@@ -156,6 +175,7 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
     for table in tables {
         counter!(TASKS_COMPLETED, "table" => table.to_owned()).increment(0);
         counter!(TASKS_FAILED, "table" => table.to_owned()).increment(0);
+        counter!(CHECKPOINTS, "table" => table.to_owned()).increment(0);
     }
     for reason in RejectReason::ALL {
         counter!(TASKS_REJECTED, "reason" => reason.label()).increment(0);
@@ -178,9 +198,12 @@ pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> Prometh
     for outcome in ["diverted", "failed"] {
         counter!(ROWS_OVERSIZE, "outcome" => outcome).increment(0);
     }
+    // The signing names of the direct clients (scan.rs, sqs/direct.rs).
+    for service in ["sqs", "dynamodb"] {
+        counter!(CLOCK_CORRECTIONS, "service" => service).increment(0);
+    }
     gauge!(TASKS_IN_FLIGHT).set(0.0);
     gauge!(READ_CAPACITY).set(0.0);
-    handle
 }
 
 /// Starts logging to stderr (stdout stays free for command output such as a job id).
@@ -345,7 +368,7 @@ pub fn ack_failed(message_id: &str, action: &'static str, err: &dyn std::error::
 }
 
 pub fn task_checkpointed(message_id: &str, task: &Task, rows: u64, elapsed: Duration) {
-    counter!(names::CHECKPOINTS).increment(1);
+    counter!(names::CHECKPOINTS, &task_labels(task)).increment(1);
     histogram!(names::TASK_DURATION).record(elapsed.as_secs_f64());
     info!(
         message_id,
@@ -407,4 +430,121 @@ pub fn row_oversize(table: &str, key: &serde_json::Value, size: usize, diverted:
     let outcome = if diverted { "diverted" } else { "failed" };
     counter!(names::ROWS_OVERSIZE, "outcome" => outcome).increment(1);
     warn!(table, key = %key, size, outcome, "row too large for the output queue");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Tables;
+    impl crate::task::TablePolicy for Tables {
+        fn default_table(&self) -> &str {
+            "orders"
+        }
+        fn allows(&self, table: &str) -> bool {
+            table == "orders" || table == "users"
+        }
+    }
+
+    /// What `/metrics` shows after `f` ran on a fresh recorder set up as `install_metrics` sets
+    /// up the global one (for tables `orders` and `users`).
+    fn rendered(f: impl FnOnce()) -> String {
+        let recorder = builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe_and_zero(["orders", "users"]);
+            f();
+        });
+        handle.render()
+    }
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn checkpoints_are_counted_by_table_like_the_task_outcomes() {
+        let task = crate::task::parse(
+            r#"{"current_segment":0,"total_segments":2,"table":"users"}"#,
+            &Tables,
+        )
+        .unwrap();
+        let text = rendered(|| task_checkpointed("m-1", &task, 10, Duration::from_secs(60)));
+        // Each allowed table's series exists from start-up, as the completed and failed
+        // counters' do; the failure-ratio alert divides by their sum per table.
+        assert_eq!(
+            sample(&text, r#"scanfleet_checkpoints_total{table="orders"}"#),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"scanfleet_checkpoints_total{table="users"}"#),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "scanfleet_checkpoints_total"), None, "{text}");
+    }
+
+    #[test]
+    fn every_metric_the_dashboard_and_alerts_use_exists_from_start_up() {
+        let text = rendered(|| {});
+        // Only these appear later: the histogram with its first sample, the control queue's
+        // gauge with its first read of the queue's counts.
+        let later = [names::TASK_DURATION, names::CONTROL_QUEUE_MESSAGES];
+        let missing: Vec<&str> = include_str!("../deploy/metrics-used.txt")
+            .lines()
+            .filter(|name| !later.contains(name))
+            .filter(|name| {
+                !text.lines().any(|l| {
+                    l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))
+                })
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not exported at start-up: {missing:?}\n{text}"
+        );
+    }
+
+    #[test]
+    fn the_ack_errors_help_names_every_action() {
+        let text = rendered(|| {});
+        let help = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# HELP scanfleet_ack_errors_total "))
+            .expect("described");
+        let actions: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(r#"scanfleet_ack_errors_total{action=""#))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(actions.len(), 3, "{text}");
+        for action in actions {
+            assert!(help.contains(action), "{action}: {help}");
+        }
+    }
+
+    #[test]
+    fn the_task_duration_buckets_cover_the_longest_chunk() {
+        let longest = crate::settings::MAX_CHECKPOINT_SECONDS as f64;
+        let top = TASK_DURATION_BUCKETS.last().copied().unwrap();
+        assert!(
+            top > longest,
+            "top bucket {top} s, chunks up to {longest} s"
+        );
+        let task =
+            crate::task::parse(r#"{"current_segment":0,"total_segments":1}"#, &Tables).unwrap();
+        // A chunk of the longest checkpoint_seconds that took a minute more for its last page.
+        let chunk = Duration::from_secs(crate::settings::MAX_CHECKPOINT_SECONDS + 60);
+        let text = rendered(|| task_checkpointed("m-1", &task, 10, chunk));
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!(r#"scanfleet_task_duration_seconds_bucket{{le="{le}"}}"#),
+            )
+        };
+        assert_eq!(bucket("14400"), Some(0.0), "{text}");
+        assert_eq!(bucket("43200"), Some(1.0), "{text}");
+    }
 }
