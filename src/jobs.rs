@@ -117,8 +117,12 @@ impl Progress {
             .eta_seconds
             .map(|e| format!(", ETA {e} s"))
             .unwrap_or_default();
+        let under_way = match s.rows_published_in_chunks {
+            0 => String::new(),
+            n => format!(" (+{n} in chunks under way)"),
+        };
         let figures = format!(
-            "{} rows published, {:.0} rows/s, {:.1} read units{eta}",
+            "{} rows published{under_way}, {:.0} rows/s, {:.1} read units{eta}",
             s.rows_published, s.rows_per_second, s.read_units_consumed
         );
         match &self.bar {

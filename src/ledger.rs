@@ -99,6 +99,9 @@ pub struct JobTotals {
     pub segments_failed: u64,
     pub rows_published: u64,
     pub rows_scanned: u64,
+    /// Provisional: what chunks under way have done so far, by their heartbeats.
+    pub rows_scanned_in_chunks: u64,
+    pub rows_published_in_chunks: u64,
 }
 
 /// What a segment's record holds.
@@ -129,6 +132,10 @@ pub struct SegmentRecord {
     /// The run of the job this record counts (absent in records written before run ids).
     #[serde(skip)]
     pub run_id: Option<String>,
+    /// Provisional: rows the chunk under way has read and published so far, as its worker's
+    /// last heartbeat reported them (0 once the chunk is counted, or ended uncounted).
+    pub chunk_rows_scanned: u64,
+    pub chunk_rows_published: u64,
 }
 
 impl SegmentRecord {
@@ -158,6 +165,8 @@ impl SegmentRecord {
             resume_key: get_s(item, "resume_key"),
             counted_by: get_s(item, "counted_by"),
             run_id: get_s(item, "run_id"),
+            chunk_rows_scanned: get_n(item, "chunk_rows_scanned").unwrap_or(0),
+            chunk_rows_published: get_n(item, "chunk_rows_published").unwrap_or(0),
         })
     }
 }
@@ -419,15 +428,66 @@ impl Ledger {
     }
 
     /// A sign of life while a chunk runs (with each visibility extension).
-    pub async fn heartbeat(&self, task: &Task, job: &str, worker: &str) -> Result<(), BoxError> {
+    /// A sign of life while a chunk runs, with what the chunk has done so far (`scanned`,
+    /// `published`: the segment's provisional figures). `false`: the record is not this
+    /// worker's running segment (nothing written).
+    pub async fn heartbeat(
+        &self,
+        task: &Task,
+        job: &str,
+        worker: &str,
+        (scanned, published): (u64, u64),
+    ) -> Result<bool, BoxError> {
+        let r = self
+            .running_update(job, task.segment as u32, worker)
+            .update_expression(
+                "SET heartbeat_at = :now, chunk_rows_scanned = :scanned, chunk_rows_published = :published",
+            )
+            .condition_expression("#st = :running AND worker = :w")
+            .expression_attribute_values(":scanned", n(scanned))
+            .expression_attribute_values(":published", n(published))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds a running chunk's progress since its last report to the job's provisional totals
+    /// (negative: withdraws it, once the chunk was counted or ended uncounted).
+    pub async fn add_progress_to_job(
+        &self,
+        job: &str,
+        (scanned, published): (i64, i64),
+    ) -> Result<(), BoxError> {
+        let r = self
+            .job_update(job)
+            .update_expression(
+                "ADD rows_scanned_in_chunks :scanned, rows_published_in_chunks :published",
+            )
+            .expression_attribute_values(":scanned", n(scanned))
+            .expression_attribute_values(":published", n(published))
+            .send()
+            .await;
+        unless_condition_failed(r)
+    }
+
+    /// A chunk that ended without being counted (failed, handed back, a copy): its segment's
+    /// provisional figures are cleared (if the record is still this worker's).
+    pub async fn clear_progress(
+        &self,
+        task: &Task,
+        job: &str,
+        worker: &str,
+    ) -> Result<(), BoxError> {
         let r = self
             .segment_update(job, task.segment as u32)
-            .update_expression("SET heartbeat_at = :now")
-            .condition_expression("#st = :running AND worker = :w")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":running", s(status::RUNNING))
+            .update_expression("SET chunk_rows_scanned = :zero, chunk_rows_published = :zero")
+            .condition_expression("worker = :w")
             .expression_attribute_values(":w", s(worker))
-            .expression_attribute_values(":now", n(now_secs()))
+            .expression_attribute_values(":zero", n(0))
             .send()
             .await;
         unless_condition_failed(r)
@@ -448,6 +508,9 @@ impl Ledger {
             "worker = :w",
             "heartbeat_at = :now",
             "counted_by = :by",
+            // Counted now: no longer provisional.
+            "chunk_rows_scanned = :zero",
+            "chunk_rows_published = :zero",
         ];
         let next_chunk = task
             .chunk
@@ -465,6 +528,7 @@ impl Ledger {
             .expression_attribute_values(":w", s(worker))
             .expression_attribute_values(":now", n(now_secs()))
             .expression_attribute_values(":by", s(report.instance))
+            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":scanned", n(report.rows_scanned))
             .expression_attribute_values(":published", n(report.rows_published))
             .expression_attribute_values(":units", n(report.read_units))
@@ -549,21 +613,28 @@ impl Ledger {
     /// the two leaves the totals short, which is why they are only a hint `--wait` follows
     /// cheaply, never the figures it reports. A job without a job record (tasks sent by hand)
     /// has no totals.
+    ///
+    /// `reported`: the provisional progress this chunk's heartbeats added to the totals, taken
+    /// back in the same write.
     pub async fn add_chunk_to_job(
         &self,
         job: &str,
         report: &ChunkReport<'_>,
+        (reported_scanned, reported_published): (u64, u64),
     ) -> Result<(), BoxError> {
         let done = u64::from(report.next.is_none());
         let r = self
             .job_update(job)
             .update_expression(
-                "ADD chunks :one, segments_done :done, rows_published :published, rows_scanned :scanned",
+                "ADD chunks :one, segments_done :done, rows_published :published, rows_scanned :scanned, \
+                 rows_scanned_in_chunks :unscanned, rows_published_in_chunks :unpublished",
             )
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":done", n(done))
             .expression_attribute_values(":published", n(report.rows_published))
             .expression_attribute_values(":scanned", n(report.rows_scanned))
+            .expression_attribute_values(":unscanned", n(-(reported_scanned as i128)))
+            .expression_attribute_values(":unpublished", n(-(reported_published as i128)))
             .send()
             .await;
         unless_condition_failed(r)
@@ -605,7 +676,8 @@ impl Ledger {
             .key(SK, s(JOB_ITEM))
             .consistent_read(true)
             .projection_expression(
-                "chunks, segments_done, segments_failed, rows_published, rows_scanned",
+                "chunks, segments_done, segments_failed, rows_published, rows_scanned, \
+                 rows_scanned_in_chunks, rows_published_in_chunks",
             )
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
@@ -617,6 +689,11 @@ impl Ledger {
             segments_failed: get_n(&item, "segments_failed").unwrap_or(0),
             rows_published: get_n(&item, "rows_published").unwrap_or(0),
             rows_scanned: get_n(&item, "rows_scanned").unwrap_or(0),
+            // A sum of deltas: never shown below zero.
+            rows_scanned_in_chunks: get_n::<i64>(&item, "rows_scanned_in_chunks")
+                .map_or(0, |v| v.max(0) as u64),
+            rows_published_in_chunks: get_n::<i64>(&item, "rows_published_in_chunks")
+                .map_or(0, |v| v.max(0) as u64),
         }))
     }
 
@@ -700,8 +777,13 @@ pub struct Summary {
     /// Segments no worker has reported on yet.
     pub segments_pending: u32,
     pub chunks: u64,
+    /// Counted: rows of the chunks the ledger counted (exact).
     pub rows_scanned: u64,
     pub rows_published: u64,
+    /// Provisional: what the chunks under way have done so far, by their workers' last
+    /// progress writes (every few seconds); counted when each chunk ends.
+    pub rows_scanned_in_chunks: u64,
+    pub rows_published_in_chunks: u64,
     pub read_units_consumed: f64,
     pub elapsed_seconds: u64,
     pub rows_per_second: f64,
@@ -771,6 +853,15 @@ pub fn eta_seconds(total: u32, segments: &[SegmentRecord]) -> Option<u64> {
     (eta.is_finite() && eta < u64::MAX as f64).then(|| eta.round() as u64)
 }
 
+/// A figure added up over the running segments.
+fn running_sum(segments: &[SegmentRecord], figure: fn(&SegmentRecord) -> u64) -> u64 {
+    segments
+        .iter()
+        .filter(|s| s.status == status::RUNNING)
+        .map(figure)
+        .fold(0, u64::saturating_add)
+}
+
 pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summary {
     let count = |st: &str| segments.iter().filter(|s| s.status == st).count() as u32;
     let (done, running, failed) = (
@@ -823,6 +914,8 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
         chunks: segments.iter().map(|s| u64::from(s.chunks)).sum(),
         rows_scanned: segments.iter().map(|s| s.rows_scanned).sum(),
         rows_published,
+        rows_scanned_in_chunks: running_sum(segments, |s| s.chunk_rows_scanned),
+        rows_published_in_chunks: running_sum(segments, |s| s.chunk_rows_published),
         // A fold from +0.0: an empty f64 sum is -0.0, which would print as "-0.0".
         read_units_consumed: segments.iter().fold(0.0, |a, s| a + s.read_units),
         elapsed_seconds: elapsed,
@@ -857,6 +950,8 @@ impl Summary {
         s.rows_published = totals.rows_published.max(self.rows_published);
         s.rows_scanned = totals.rows_scanned.max(self.rows_scanned);
         s.chunks = totals.chunks.max(self.chunks);
+        s.rows_scanned_in_chunks = totals.rows_scanned_in_chunks;
+        s.rows_published_in_chunks = totals.rows_published_in_chunks;
         s.elapsed_seconds = self.elapsed_seconds.saturating_add(since.as_secs());
         if s.elapsed_seconds > 0 {
             s.rows_per_second = s.rows_published as f64 / s.elapsed_seconds as f64;
@@ -884,9 +979,15 @@ impl Summary {
             self.segments_pending
         ));
         line(format!(
-            "rows       {} published, {} scanned, in {} chunks",
+            "rows       {} published, {} scanned, in {} chunks (counted)",
             self.rows_published, self.rows_scanned, self.chunks
         ));
+        if (self.rows_published_in_chunks, self.rows_scanned_in_chunks) != (0, 0) {
+            line(format!(
+                "           + {} published, {} scanned in chunks under way (provisional)",
+                self.rows_published_in_chunks, self.rows_scanned_in_chunks
+            ));
+        }
         line(format!("read units {:.1}", self.read_units_consumed));
         let eta = self
             .eta_seconds
@@ -1063,6 +1164,33 @@ mod tests {
     }
 
     #[test]
+    fn chunks_under_way_show_as_provisional_beside_the_counted_figures() {
+        // Two segments shorter than a chunk, running: nothing counted yet, but their workers
+        // report what they did so far; a done segment's leftovers never count.
+        let mut a = seg(0, status::RUNNING, 0, 0);
+        (a.chunk_rows_scanned, a.chunk_rows_published) = (1200, 1100);
+        let mut b = seg(1, status::RUNNING, 0, 0);
+        (b.chunk_rows_scanned, b.chunk_rows_published) = (800, 800);
+        let mut c = seg(2, status::DONE, 500, 10);
+        (c.chunk_rows_scanned, c.chunk_rows_published) = (9, 9);
+        let s = summarize(&job(4), &[a, b, c], 1100);
+        assert_eq!(s.rows_published, 500, "counted figures stay exact");
+        assert_eq!(
+            (s.rows_published_in_chunks, s.rows_scanned_in_chunks),
+            (1900, 2000)
+        );
+        let text = s.render();
+        assert!(text.contains("500 published"), "{text}");
+        assert!(text.contains("(counted)"), "{text}");
+        assert!(
+            text.contains("+ 1900 published, 2000 scanned in chunks under way (provisional)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["rows_published_in_chunks"], 1900);
+    }
+
+    #[test]
     fn the_running_totals_bring_a_summary_up_to_date_without_passing_the_job() {
         let segments = vec![seg(0, status::DONE, 100, 5000)];
         let s = summarize(&job(4), &segments, 1100);
@@ -1072,8 +1200,14 @@ mod tests {
             segments_failed: 0,
             rows_published: 400,
             rows_scanned: 450,
+            rows_scanned_in_chunks: 70,
+            rows_published_in_chunks: 60,
         };
         let t = s.with_totals(&totals, Duration::from_secs(100));
+        assert_eq!(
+            (t.rows_published_in_chunks, t.rows_scanned_in_chunks),
+            (60, 70)
+        );
         // A rerun can run the totals past the job's segments: never more than the job has.
         assert_eq!(t.segments_done, 4);
         assert_eq!((t.rows_published, t.rows_scanned, t.chunks), (400, 450, 5));

@@ -11,6 +11,7 @@
 //! continuation task, so a crash repeats at most one chunk.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -251,12 +252,30 @@ impl std::fmt::Display for MessageLimit {
     }
 }
 
+/// What a chunk has done so far, while it runs (rows read, rows accepted by the output
+/// queue): the worker's heartbeat writes it to the ledger as the segment's provisional figures.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub scanned: AtomicU64,
+    pub published: AtomicU64,
+}
+
 /// Scans the task's segment from its start key and publishes every row until the segment ends
 /// or a checkpoint is due. `stop` asks for a checkpoint at the next page boundary.
 pub async fn run_segment(
     out: &Output,
     task: &Task,
     stop: &CancellationToken,
+) -> Result<Outcome, SegmentError> {
+    run_chunk(out, task, stop, Arc::default()).await
+}
+
+/// [`run_segment`], reporting as it goes into `progress`.
+pub async fn run_chunk(
+    out: &Output,
+    task: &Task,
+    stop: &CancellationToken,
+    progress: Arc<Progress>,
 ) -> Result<Outcome, SegmentError> {
     let key = out.key_schemas.get(&out.dynamodb, &task.table).await?;
     let key_names = &key.names[..];
@@ -272,7 +291,7 @@ pub async fn run_segment(
     // reaches the publisher as a message it acts on only if it asks for that page. Failing
     // the run on it instead would send every row of the finished chunk again.
     let scanner = scan(out, task, key_names, projection, tx);
-    let publisher = publish(out, task, &key, rx, stop);
+    let publisher = publish(out, task, &key, rx, stop, &progress);
     tokio::pin!(publisher);
     tokio::select! {
         outcome = &mut publisher => return outcome,
@@ -504,6 +523,7 @@ async fn publish(
     key: &TableKey,
     mut rx: mpsc::Receiver<Result<Page, ScanError>>,
     stop: &CancellationToken,
+    progress: &Arc<Progress>,
 ) -> Result<Outcome, SegmentError> {
     let key_names = &key.names[..];
     let fifo = is_fifo(&out.queue_url);
@@ -554,6 +574,7 @@ async fn publish(
         pages += 1;
         rows += page.rows.len() as u64;
         scanned += page.scanned;
+        progress.scanned.fetch_add(page.scanned, Ordering::Relaxed);
         read_units += page.units;
         // Rows are consumed as they are batched, so a page's rows are freed while it is
         // published rather than after.
@@ -576,7 +597,7 @@ async fn publish(
                 row_id: Some(id),
             };
             if let Some(batch) = batcher.push(entry, size)? {
-                spawn_send(out, &mut in_flight, batch).await?;
+                spawn_send(out, &mut in_flight, batch, progress).await?;
             }
         }
         resume = page.next;
@@ -590,7 +611,7 @@ async fn publish(
     // Stop the scanner now rather than after the last batch: it may be blocked on a full channel.
     drop(rx);
     if let Some(batch) = batcher.take() {
-        spawn_send(out, &mut in_flight, batch).await?;
+        spawn_send(out, &mut in_flight, batch, progress).await?;
     }
     while let Some(done) = in_flight.join_next().await {
         done.expect("batch sends do not panic")?;
@@ -654,6 +675,7 @@ async fn spawn_send(
     out: &Output,
     in_flight: &mut JoinSet<Result<(), SendError>>,
     batch: Vec<OutMessage>,
+    progress: &Arc<Progress>,
 ) -> Result<(), SegmentError> {
     while let Some(done) = in_flight.try_join_next() {
         done.expect("batch sends do not panic")?;
@@ -665,12 +687,14 @@ async fn spawn_send(
         .await
         .expect("the semaphore is never closed");
     let (publisher, url) = (out.publisher.clone(), out.queue_url.clone());
+    let progress = progress.clone();
     in_flight.spawn(async move {
         let rows = batch.len();
         let result = sqs::send_batch(&publisher, &url, batch).await;
         drop(permit);
         if result.is_ok() {
             telemetry::rows_published(rows);
+            progress.published.fetch_add(rows as u64, Ordering::Relaxed);
         }
         result
     });

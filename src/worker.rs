@@ -352,7 +352,8 @@ async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) 
     let _in_flight = InFlight::start(id, &task);
     // The heartbeat runs beside the task from here until it is settled: while the chunk runs,
     // and while it is recorded and its continuation sent.
-    let _heartbeat = Heartbeat::start(shared, receipt, id, &task);
+    let progress = ChunkProgress::new();
+    let _heartbeat = Heartbeat::start(shared, receipt, id, &task, &progress);
     let claim = dedup::Claim {
         chunk: task.chunk,
         run: task.run_id.as_deref(),
@@ -370,16 +371,28 @@ async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) 
             telemetry::ledger_error("start", job, task.segment as u32, e.as_ref());
         }
     }
-    let result = match run_chunk(shared, &task).await {
+    let result = match run_chunk(shared, &task, &progress.progress).await {
         None => None,
         Some(Ok(outcome)) if outcome.end != End::NothingDone => Some(match ledger {
             Some((ledger, job)) => {
-                record_chunk(shared, ledger, job, &task, claim, outcome, started).await
+                let chunk = Chunk {
+                    task: &task,
+                    claim,
+                    started,
+                    progress: &progress,
+                };
+                record_chunk(shared, ledger, job, chunk, outcome).await
             }
             None => Ok(Settle::Own(outcome)),
         }),
         Some(result) => Some(result.map(Settle::Own)),
     };
+    if let Some((ledger, job)) = ledger {
+        // Uncounted (failed, handed back, a copy): its progress leaves the job's totals.
+        progress
+            .withdraw(ledger, &task, job, &shared.worker_id)
+            .await;
+    }
     match result {
         None => {
             telemetry::task_handed_back(id, &task);
@@ -433,6 +446,14 @@ async fn reject(shared: &Shared, delivery: &Delivery<'_>, rejection: &task::Reje
     }
     let delay = retry::release_delay(receive_count);
     release(&shared.control, id, receipt, delay).await;
+}
+
+/// A chunk that ran, as its count needs it.
+struct Chunk<'a> {
+    task: &'a Task,
+    claim: dedup::Claim<'a>,
+    started: Instant,
+    progress: &'a ChunkProgress,
 }
 
 /// How a chunk that ran is settled.
@@ -572,11 +593,17 @@ async fn record_chunk(
     shared: &Shared,
     ledger: &Ledger,
     job: &str,
-    task: &Task,
-    claim: dedup::Claim<'_>,
+    chunk: Chunk<'_>,
     mut outcome: pipeline::Outcome,
-    started: Instant,
 ) -> Result<Settle, BoxError> {
+    let Chunk {
+        task,
+        claim,
+        started,
+        progress,
+    } = chunk;
+    // No progress write may land after the count, which clears the provisional figures.
+    let reported = progress.close().await;
     let next = match &outcome.end {
         End::Checkpoint(key) => Some(key),
         _ => None,
@@ -595,8 +622,11 @@ async fn record_chunk(
         .await
     {
         Ok(Recorded::Counted) => {
-            if let Err(e) = ledger.add_chunk_to_job(job, &report).await {
-                telemetry::ledger_error("job_totals", job, task.segment as u32, e.as_ref());
+            match ledger.add_chunk_to_job(job, &report, reported).await {
+                Ok(()) => progress.taken_back().await,
+                Err(e) => {
+                    telemetry::ledger_error("job_totals", job, task.segment as u32, e.as_ref())
+                }
             }
             return Ok(Settle::Own(outcome));
         }
@@ -673,56 +703,160 @@ async fn checkpoint(
 
 /// Runs the chunk until it ends or the hard stop fires. `None`: stopped hard (drain timeout
 /// passed) with nothing recorded.
-async fn run_chunk(shared: &Shared, task: &Task) -> Option<Result<pipeline::Outcome, BoxError>> {
+async fn run_chunk(
+    shared: &Shared,
+    task: &Task,
+    progress: &Arc<pipeline::Progress>,
+) -> Option<Result<pipeline::Outcome, BoxError>> {
     tokio::select! {
         // `biased`: a chunk that finished as the hard stop fired is still recorded (its
         // rows were all accepted), rather than handed back to be published again.
         biased;
-        result = pipeline::run_segment(&shared.output, task, &shared.drain) => {
+        result = pipeline::run_chunk(&shared.output, task, &shared.drain, progress.clone()) => {
             Some(result.map_err(BoxError::from))
         }
         () = shared.hard_stop.cancelled() => None,
     }
 }
 
+/// How often a running chunk writes its progress to the ledger (its segment's provisional
+/// figures and the job's running totals): what `status` and `enqueue --wait` show between
+/// chunk counts. One small write each, per task.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A running chunk's progress and what of it the job's running totals were told, shared by the
+/// chunk, its heartbeat and the count at its end. The lock keeps a progress write from landing
+/// after the chunk was counted (or ended uncounted): once closed, no more are made.
+struct ChunkProgress {
+    progress: Arc<pipeline::Progress>,
+    reported: tokio::sync::Mutex<Reported>,
+}
+
+#[derive(Default)]
+struct Reported {
+    scanned: u64,
+    published: u64,
+    closed: bool,
+}
+
+impl ChunkProgress {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            progress: Arc::default(),
+            reported: Default::default(),
+        })
+    }
+
+    /// Ends the progress writes (a write in progress finishes first); what the job's totals
+    /// were told, to take back.
+    async fn close(&self) -> (u64, u64) {
+        let mut reported = self.reported.lock().await;
+        reported.closed = true;
+        (reported.scanned, reported.published)
+    }
+
+    /// The job's totals no longer hold this chunk's progress (the count took it back).
+    async fn taken_back(&self) {
+        let mut reported = self.reported.lock().await;
+        (reported.scanned, reported.published) = (0, 0);
+    }
+
+    /// One progress write: the segment's provisional figures, then the job's totals by what
+    /// changed since the last one.
+    async fn write(&self, ledger: &Ledger, task: &Task, job: &str, worker: &str) {
+        let mut reported = self.reported.lock().await;
+        if reported.closed {
+            return;
+        }
+        let now = (
+            self.progress.scanned.load(Ordering::Relaxed),
+            self.progress.published.load(Ordering::Relaxed),
+        );
+        let segment = task.segment as u32;
+        match ledger.heartbeat(task, job, worker, now).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return telemetry::ledger_error("heartbeat", job, segment, e.as_ref()),
+        }
+        let delta = (
+            now.0 as i64 - reported.scanned as i64,
+            now.1 as i64 - reported.published as i64,
+        );
+        if delta == (0, 0) {
+            return;
+        }
+        match ledger.add_progress_to_job(job, delta).await {
+            Ok(()) => (reported.scanned, reported.published) = now,
+            Err(e) => telemetry::ledger_error("job_totals", job, segment, e.as_ref()),
+        }
+    }
+
+    /// A chunk that ended uncounted: its progress is taken back from the job's totals and the
+    /// segment's provisional figures cleared (best effort: they are only a hint).
+    async fn withdraw(&self, ledger: &Ledger, task: &Task, job: &str, worker: &str) {
+        let (scanned, published) = self.close().await;
+        if (scanned, published) == (0, 0) {
+            return;
+        }
+        self.taken_back().await;
+        let segment = task.segment as u32;
+        if let Err(e) = ledger.clear_progress(task, job, worker).await {
+            telemetry::ledger_error("heartbeat", job, segment, e.as_ref());
+        }
+        let back = (-(scanned as i64), -(published as i64));
+        if let Err(e) = ledger.add_progress_to_job(job, back).await {
+            telemetry::ledger_error("job_totals", job, segment, e.as_ref());
+        }
+    }
+}
+
 /// Extends a running task's visibility every third of the timeout, so it is never handed to a
-/// second worker while this one is still on it, and writes the ledger's sign of life. It runs
-/// as a task of its own: a slow or hung `ChangeMessageVisibility` or ledger write never holds
-/// up the chunk. Stopped when dropped.
+/// second worker while this one is still on it, and writes the chunk's progress to the ledger
+/// every [`PROGRESS_EVERY`] (its sign of life there). It runs as a task of its own: a slow or
+/// hung `ChangeMessageVisibility` or ledger write never holds up the chunk. Stopped when
+/// dropped.
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    fn start(shared: &Arc<Shared>, receipt: &str, id: &str, task: &Task) -> Self {
-        let (shared, receipt, id) = (shared.clone(), receipt.to_owned(), id.to_owned());
-        let job = task.job_id.clone();
-        let task = task.clone();
-        let period = shared.visibility / 3;
-        Self(tokio::spawn(beat_every(period, move || {
-            let (shared, receipt, id, job, task) = (
-                shared.clone(),
-                receipt.clone(),
-                id.clone(),
-                job.clone(),
-                task.clone(),
-            );
-            async move {
-                let r = shared
-                    .control
-                    .set_visibility(&receipt, shared.visibility)
-                    .await;
-                telemetry::heartbeat(
-                    r.as_ref()
-                        .map(|_| ())
-                        .map_err(|e| e as &dyn std::error::Error),
-                    &id,
-                );
-                if let (Some(ledger), Some(job)) = (&shared.ledger, job.as_deref())
-                    && let Err(e) = ledger.heartbeat(&task, job, &shared.worker_id).await
-                {
-                    telemetry::ledger_error("heartbeat", job, task.segment as u32, e.as_ref());
+    fn start(
+        shared: &Arc<Shared>,
+        receipt: &str,
+        id: &str,
+        task: &Task,
+        progress: &Arc<ChunkProgress>,
+    ) -> Self {
+        let visibility = {
+            let (shared, receipt, id) = (shared.clone(), receipt.to_owned(), id.to_owned());
+            beat_every(shared.visibility / 3, move || {
+                let (shared, receipt, id) = (shared.clone(), receipt.clone(), id.clone());
+                async move {
+                    let r = shared
+                        .control
+                        .set_visibility(&receipt, shared.visibility)
+                        .await;
+                    telemetry::heartbeat(
+                        r.as_ref()
+                            .map(|_| ())
+                            .map_err(|e| e as &dyn std::error::Error),
+                        &id,
+                    );
                 }
-            }
-        })))
+            })
+        };
+        let ledger = {
+            let (shared, task, progress) = (shared.clone(), task.clone(), progress.clone());
+            beat_every(PROGRESS_EVERY, move || {
+                let (shared, task, progress) = (shared.clone(), task.clone(), progress.clone());
+                async move {
+                    if let (Some(ledger), Some(job)) = (&shared.ledger, task.job_id.as_deref()) {
+                        progress.write(ledger, &task, job, &shared.worker_id).await;
+                    }
+                }
+            })
+        };
+        Self(tokio::spawn(async move {
+            tokio::join!(visibility, ledger);
+        }))
     }
 }
 
