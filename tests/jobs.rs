@@ -572,33 +572,16 @@ async fn a_duplicated_task_is_not_counted_twice_and_does_not_rescan_the_segment(
         ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
         ("SCANFLEET__WORKER__CHECKPOINT_ROWS", "40"),
     ];
+    // The job's task as enqueue sent it, kept to be delivered again later.
+    let task = enqueue_unseen(&f, "dup", &env).await;
+    f.send_task(&task.body).await;
     let w = f.worker(&env);
-    let out = scanfleet(
-        &f,
-        &[
-            "enqueue",
-            "--table",
-            &f.table,
-            "--segments",
-            "1",
-            "--limit-of-rows",
-            "20",
-            "--job-id",
-            "dup",
-            "--wait",
-        ],
-        &env,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let first = status_json(&f, &ledger, "dup");
+    let first = wait_for_state(&f, &ledger, "dup", "done").await;
     assert_eq!(first["rows_published"], rows, "{first}");
     assert!(first["chunks"].as_u64().unwrap() > 2, "{first}");
-    // The segment's first task again, as a duplicate delivery would bring it.
-    f.send_task(&format!(
-        r#"{{"current_segment":0,"total_segments":1,"limit_of_rows":20,"table":"{}","job_id":"dup"}}"#,
-        f.table
-    ))
-    .await;
+    // The segment's first task again, as a duplicate delivery would bring it: the same body,
+    // so the same run (a hand-written task without a run id would be a new run, and run).
+    f.send_task(&task.body).await;
     wait_for("the duplicate", Duration::from_secs(60), || {
         w.metric("scanfleet_duplicate_chunks_total", "") == Some(1.0)
     })
