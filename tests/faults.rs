@@ -179,10 +179,11 @@ async fn the_drain_deadline_counts_from_sigterm_and_hands_back_what_cannot_check
             ("SCANFLEET__OUTPUT__MAX_IN_FLIGHT_BATCHES", "1"),
         ],
     );
-    f.send_task(&format!(
-        r#"{{"current_segment": 0, "total_segments": 1, "limit_of_rows": {rows}}}"#
-    ))
-    .await;
+    let sent = f
+        .send_task(&format!(
+            r#"{{"current_segment": 0, "total_segments": 1, "limit_of_rows": {rows}}}"#
+        ))
+        .await;
     wait_for("the worker publishing", Duration::from_secs(60), || {
         first
             .metric("scanfleet_rows_published_total", "")
@@ -206,6 +207,15 @@ async fn the_drain_deadline_counts_from_sigterm_and_hands_back_what_cannot_check
     let log = first.log_text();
     assert!(log.contains("handed back unfinished"), "{log}");
     assert!(log.contains("handed back as a new message"), "{log}");
+    // The new message names the one it stands in for, so it keeps that task's claim on a chunk
+    // it counted (with a ledger), and the run that task started. Taken off the queue to be
+    // read (a receive would use up its one allowed receive) and put back as it is.
+    let resent = f.drain(&f.queues.control, 1).await;
+    assert_eq!(resent.len(), 1, "{resent:?}");
+    let task: serde_json::Value = serde_json::from_str(&resent[0].body).unwrap();
+    assert_eq!(task["origin_message_id"], sent.as_str(), "{task}");
+    assert_eq!(task["run_id"], sent.as_str(), "{task}");
+    f.send_task(&resent[0].body).await;
 
     // Handed back, the task goes to the next worker at once, and nothing is lost.
     let _second = f.worker(&[]);

@@ -303,25 +303,6 @@ async fn wait_child(
     }
 }
 
-/// The run the ledger's record of `job`'s `segment` counts (see `run_id` in the README).
-async fn segment_run(f: &Fixture, ledger: &str, job: &str, segment: u32) -> String {
-    use aws_sdk_dynamodb::types::AttributeValue::S;
-    let out = f
-        .aws
-        .dynamodb
-        .get_item()
-        .table_name(ledger)
-        .key("job_id", S(job.into()))
-        .key("item", S(format!("segment#{segment:07}")))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("the ledger answers");
-    out.item
-        .and_then(|i| i.get("run_id").and_then(|v| v.as_s().ok()).cloned())
-        .expect("the segment's record names its run")
-}
-
 async fn drop_table(f: &Fixture, table: &str) {
     let _ = f.aws.dynamodb.delete_table().table_name(table).send().await;
 }
@@ -465,6 +446,23 @@ async fn wait_ends_failed_when_the_workers_reject_the_jobs_tasks() {
     f.cleanup().await;
 }
 
+/// `scanfleet reconcile JOB --redrive-from <the fixture's DLQ>`: asserts that it moved tasks
+/// back from the DLQ and re-enqueued nothing besides; returns its report.
+fn redrive_from_the_dlq(f: &Fixture, job: &str, env: &[(&str, &str)]) -> String {
+    let out = scanfleet(f, &["reconcile", job, "--redrive-from", &f.queues.dlq], env);
+    assert!(out.status.success(), "reconcile: {}", stderr(&out));
+    let report = stdout(&out);
+    assert!(
+        report.contains("moved back from the dead-letter queue"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("re-enqueued"),
+        "the redriven segment was enqueued twice: {report}"
+    );
+    report
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn status_wait_and_reconcile_handle_a_dead_lettered_segment() {
     use aws_sdk_dynamodb::types::AttributeValue;
@@ -531,21 +529,7 @@ async fn status_wait_and_reconcile_handle_a_dead_lettered_segment() {
             .is_some()
     );
     worker = f.worker(&env);
-    let out = scanfleet(
-        &f,
-        &["reconcile", "dead", "--redrive-from", &f.queues.dlq],
-        &env,
-    );
-    assert!(out.status.success(), "reconcile: {}", stderr(&out));
-    let report = stdout(&out);
-    assert!(
-        report.contains("moved back from the dead-letter queue"),
-        "{report}"
-    );
-    assert!(
-        !report.contains("re-enqueued"),
-        "the redriven segment was enqueued twice: {report}"
-    );
+    redrive_from_the_dlq(&f, "dead", &env);
     let start = std::time::Instant::now();
     let s = loop {
         let s = status_json(&f, &ledger, "dead");
@@ -596,36 +580,16 @@ async fn a_duplicated_task_is_not_counted_twice_and_does_not_rescan_the_segment(
         ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
         ("SCANFLEET__WORKER__CHECKPOINT_ROWS", "40"),
     ];
+    // The job's task as enqueue sent it, kept to be delivered again later.
+    let task = enqueue_unseen(&f, "dup", &env).await;
+    f.send_task(&task.body).await;
     let w = f.worker(&env);
-    let out = scanfleet(
-        &f,
-        &[
-            "enqueue",
-            "--table",
-            &f.table,
-            "--segments",
-            "1",
-            "--limit-of-rows",
-            "20",
-            "--job-id",
-            "dup",
-            "--wait",
-        ],
-        &env,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let first = status_json(&f, &ledger, "dup");
+    let first = wait_for_state(&f, &ledger, "dup", "done").await;
     assert_eq!(first["rows_published"], rows, "{first}");
     assert!(first["chunks"].as_u64().unwrap() > 2, "{first}");
-    // The segment's first task again, of the same run: a copy, as the SDK resending an entry
-    // `enqueue` sent brings it. (Without the run, it would be a new run of the job, which runs
-    // again: see the rerun test.)
-    let run = segment_run(&f, &ledger, "dup", 0).await;
-    f.send_task(&format!(
-        r#"{{"current_segment":0,"total_segments":1,"limit_of_rows":20,"table":"{}","job_id":"dup","run_id":"{run}"}}"#,
-        f.table
-    ))
-    .await;
+    // The segment's first task again, as a duplicate delivery would bring it: the same body,
+    // so the same run (a hand-written task without a run id would be a new run, and run).
+    f.send_task(&task.body).await;
     wait_for("the duplicate", Duration::from_secs(60), || {
         w.metric("scanfleet_duplicate_chunks_total", "") == Some(1.0)
     })
@@ -927,4 +891,433 @@ async fn a_projection_the_key_attributes_push_over_4_kb_is_refused_by_enqueue_an
     assert!(!w.log_text().contains("panicked"), "{}", w.log_text());
     f.wait_for_depth(&f.queues.dlq, 1).await;
     f.cleanup().await;
+}
+
+// Runs, copies and resends: which tasks of a job the ledger lets run (see src/dedup.rs).
+
+const LEDGER_TABLE: &str = "SCANFLEET__LEDGER__TABLE";
+const CHECKPOINT_ROWS: &str = "SCANFLEET__WORKER__CHECKPOINT_ROWS";
+
+/// A fixture of `rows` rows, its control queue's maxReceiveCount `max_receive_count`, and a
+/// ledger table.
+async fn with_ledger(rows: u64, max_receive_count: u32) -> (Fixture, String) {
+    let f = Fixture::new(rows, max_receive_count).await;
+    let ledger = create_ledger(&f);
+    (f, ledger)
+}
+
+/// Asserts the job left nothing behind (see [`Fixture::finish_clean`]) and removes it all.
+async fn finish_job(f: Fixture, ledger: &str) {
+    drop_table(&f, ledger).await;
+    f.finish_clean().await;
+}
+
+/// `scanfleet enqueue --table <the fixture's> --segments N --job-id JOB` plus `extra`; asserts
+/// it succeeded.
+fn enqueue(f: &Fixture, segments: &str, job: &str, extra: &[&str], env: &[(&str, &str)]) {
+    let mut args = vec!["enqueue", "--table", &f.table, "--segments", segments];
+    args.extend(["--job-id", job]);
+    args.extend_from_slice(extra);
+    let out = scanfleet(f, &args, env);
+    assert!(out.status.success(), "enqueue {job}: {}", stderr(&out));
+}
+
+/// Enqueues `job` as one segment read in pages of 20, no worker running, and takes its task
+/// off the control queue: the message as `enqueue` sent it (its body carries the run id).
+async fn enqueue_unseen(f: &Fixture, job: &str, env: &[(&str, &str)]) -> devkit::Received {
+    enqueue(f, "1", job, &["--limit-of-rows", "20"], env);
+    let mut tasks = f.drain(&f.queues.control, 1).await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    tasks.remove(0)
+}
+
+/// The `run_id` a task body carries.
+fn run_of(body: &str) -> String {
+    let task: serde_json::Value = serde_json::from_str(body).unwrap();
+    task["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run_id in {body}"))
+        .to_owned()
+}
+
+/// The fixture's keys in the order a scan of one segment reads them.
+async fn scan_order(f: &Fixture) -> Vec<(String, String)> {
+    let mut pages = f
+        .aws
+        .dynamodb
+        .scan()
+        .table_name(&f.table)
+        .segment(0)
+        .total_segments(1)
+        .into_paginator()
+        .items()
+        .send();
+    let mut keys = Vec::new();
+    while let Some(item) = pages.next().await {
+        keys.push(devkit::row_key(&item.expect("Scan")).expect("a demo row"));
+    }
+    assert_eq!(keys.len(), f.keys.len());
+    keys
+}
+
+/// Segment 0's record as workers leave it, written by the test (the layout of src/ledger.rs:
+/// partition key `job_id`, sort key `item` = `segment#0000000`).
+struct SegmentState<'a> {
+    job: &'a str,
+    status: &'a str,
+    /// Chunks counted, the next one expected.
+    chunks: u32,
+    run: &'a str,
+    counted_by: &'a str,
+    /// The row the last counted chunk ended on.
+    resume_key: Option<&'a (String, String)>,
+    rows_published: u64,
+}
+
+async fn write_segment(f: &Fixture, ledger: &str, state: &SegmentState<'_>) {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    let mut put = f
+        .aws
+        .dynamodb
+        .put_item()
+        .table_name(ledger)
+        .item("job_id", S(state.job.into()))
+        .item("item", S("segment#0000000".into()))
+        .item("status", S(state.status.into()))
+        .item("chunks", N(state.chunks.to_string()))
+        .item("run_id", S(state.run.into()))
+        .item("counted_by", S(state.counted_by.into()))
+        .item("rows_published", N(state.rows_published.to_string()))
+        .item("rows_scanned", N(state.rows_published.to_string()))
+        .item("worker", S("the test".into()))
+        .item("heartbeat_at", N(scanfleet::ledger::now_secs().to_string()));
+    if let Some((pk, sk)) = state.resume_key {
+        let key = serde_json::json!({"PK": {"S": pk}, "SK": {"S": sk}});
+        put = put.item("resume_key", S(key.to_string()));
+    }
+    put.send().await.expect("PutItem of a segment record");
+}
+
+/// Writes the record of `task`'s segment (segment 0 of 1) as a worker leaves it when the
+/// task, delivered as `counted_by`, counted chunk 0 up to a third of the segment (`status`:
+/// `running`, or `failed` when that was its last receive). Returns the rows after that point.
+async fn count_chunk_zero(
+    f: &Fixture,
+    ledger: &str,
+    job: &str,
+    task: &devkit::Received,
+    counted_by: &str,
+    status: &str,
+) -> HashSet<(String, String)> {
+    let order = scan_order(f).await;
+    let at = order.len() / 3;
+    let run = run_of(&task.body);
+    let state = SegmentState {
+        job,
+        status,
+        chunks: 1,
+        run: &run,
+        counted_by,
+        resume_key: Some(&order[at]),
+        rows_published: at as u64 + 1,
+    };
+    write_segment(f, ledger, &state).await;
+    order[at + 1..].iter().cloned().collect()
+}
+
+/// Segment `segment`'s record of `job`, as the workers read it.
+async fn segment_record(
+    f: &Fixture,
+    ledger: &str,
+    job: &str,
+    segment: u32,
+) -> scanfleet::ledger::SegmentRecord {
+    scanfleet::ledger::Ledger::new(f.aws.dynamodb.clone(), ledger)
+        .segment(job, segment)
+        .await
+        .expect("GetItem of a segment record")
+        .unwrap_or_else(|| panic!("no record of {job} segment {segment}"))
+}
+
+/// Drains the output until every key of `expected` arrived; asserts nothing else arrived and
+/// nothing twice.
+async fn assert_published_once(
+    f: &Fixture,
+    expected: &HashSet<(String, String)>,
+) -> Vec<devkit::Received> {
+    let received = f.drain_output(expected.len()).await;
+    let keys: Vec<_> = received.iter().map(plain_key).collect();
+    let distinct: HashSet<_> = keys.iter().cloned().collect();
+    assert_eq!(
+        distinct.len(),
+        expected.len(),
+        "{} distinct rows published, {} expected",
+        distinct.len(),
+        expected.len()
+    );
+    assert_eq!(&distinct, expected, "other rows published than expected");
+    assert_eq!(keys.len(), distinct.len(), "rows were sent twice");
+    received
+}
+
+async fn wait_for_state(f: &Fixture, ledger: &str, job: &str, state: &str) -> serde_json::Value {
+    wait_for(
+        &format!("job {job} {state}"),
+        Duration::from_secs(180),
+        || status_json(f, ledger, job)["state"] == state,
+    )
+    .await;
+    status_json(f, ledger, job)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_job_sent_again_runs_again_as_a_new_run() {
+    let rows = scaled(600, 200);
+    let (f, ledger) = with_ledger(rows, 3).await;
+    let env = [(LEDGER_TABLE, ledger.as_str()), (CHECKPOINT_ROWS, "50")];
+    let w = f.worker(&env);
+    let completed = || w.metric("scanfleet_tasks_completed_total", "");
+    enqueue(
+        &f,
+        "2",
+        "nightly",
+        &["--limit-of-rows", "20", "--wait"],
+        &env,
+    );
+    let first = status_json(&f, &ledger, "nightly");
+    assert_eq!(first["state"], "done", "{first}");
+    assert_eq!(first["rows_published"], rows, "{first}");
+    assert!(first["chunks"].as_u64() > Some(2), "{first}");
+    assert_published_once(&f, &f.expected_keys()).await;
+
+    // The same job's two segment tasks again, as a nightly producer with a fixed job id sends
+    // them: hand-written, without a run id. They used to be deleted unscanned ("0 of 2,000 rows
+    // published, nothing in the dead-letter queue"), the ledger's records counting their chunks.
+    for segment in 0..2 {
+        f.send_task(&format!(
+            r#"{{"current_segment":{segment},"total_segments":2,"job_id":"nightly"}}"#
+        ))
+        .await;
+    }
+    wait_for(
+        "the hand-sent tasks to run",
+        Duration::from_secs(120),
+        || completed() == Some(4.0),
+    )
+    .await;
+    assert_published_once(&f, &f.expected_keys()).await;
+    let again = status_json(&f, &ledger, "nightly");
+    assert_eq!(again["state"], "done", "{again}");
+    assert_eq!(
+        again["rows_published"], rows,
+        "counts of the new run: {again}"
+    );
+    assert!(
+        w.log_text().contains("a new run of the job"),
+        "{}",
+        w.log_text()
+    );
+
+    // And `enqueue` from a configuration without ledger.table (the workers keep theirs): its
+    // tasks carry a new run id.
+    enqueue(&f, "2", "nightly", &["--limit-of-rows", "20"], &[]);
+    wait_for("the third run", Duration::from_secs(120), || {
+        completed() == Some(6.0)
+    })
+    .await;
+    assert_published_once(&f, &f.expected_keys()).await;
+    assert_eq!(
+        w.metric("scanfleet_rows_published_total", ""),
+        Some(3.0 * rows as f64)
+    );
+    assert_eq!(w.metric("scanfleet_duplicate_chunks_total", ""), Some(0.0));
+    let third = status_json(&f, &ledger, "nightly");
+    assert_eq!(third["state"], "done", "{third}");
+    assert_eq!(third["rows_published"], rows, "{third}");
+    finish_job(f, &ledger).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_at_the_edge_of_its_range_never_ends_its_segment_in_silence() {
+    let (f, ledger) = with_ledger(scaled(100, 60), 2).await;
+    let env = [(LEDGER_TABLE, ledger.as_str()), (CHECKPOINT_ROWS, "10")];
+    // A segment continued nearly as often as a task can carry: job `edge`'s task (taken before
+    // any worker runs) at chunk 999,999,999, the ledger counting up to there.
+    let task = enqueue_unseen(&f, "edge", &env).await;
+    let mut edge: serde_json::Value = serde_json::from_str(&task.body).unwrap();
+    edge["chunk"] = 999_999_999.into();
+    edge["limit_of_rows"] = 10.into();
+    let run = run_of(&task.body);
+    let state = SegmentState {
+        job: "edge",
+        status: "running",
+        chunks: 999_999_999,
+        run: &run,
+        counted_by: "the-previous-chunk",
+        resume_key: None,
+        rows_published: 0,
+    };
+    write_segment(&f, &ledger, &state).await;
+    let w = f.worker(&env);
+
+    // The issue's message: chunk + 1 wrapped to 0 and the task ended as finished after one
+    // chunk. Now it is refused as out of range, dead-lettered, and its segment failed.
+    let body = r#"{"current_segment":0,"total_segments":1,"job_id":"x","chunk":4294967295,"limit_of_rows":100}"#;
+    f.send_task(body).await;
+    let dead = f.drain(&f.queues.dlq, 1).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].body, body);
+    let rejected = |reason| {
+        let labels = format!(r#"reason="{reason}""#);
+        (
+            w.metric("scanfleet_tasks_rejected_total", &labels),
+            w.metric("scanfleet_tasks_dead_lettered_total", &labels),
+        )
+    };
+    assert_eq!(rejected("out_of_range"), (Some(2.0), Some(1.0)));
+    let x = segment_record(&f, &ledger, "x", 0).await;
+    assert_eq!(x.status, "failed", "{x:?}");
+    let error = x.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("chunk must be 0..=1000000000, got 4294967295"),
+        "{x:?}"
+    );
+    assert_eq!(w.metric("scanfleet_tasks_completed_total", ""), Some(0.0));
+
+    // The edge task: chunks 999,999,999 and 1,000,000,000 run, then the task fails on every
+    // receive naming the setting to raise, and is dead-lettered; nothing is reported done.
+    f.send_task(&edge.to_string()).await;
+    let s = wait_for_state(&f, &ledger, "edge", "failed").await;
+    let dead = f.drain(&f.queues.dlq, 1).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let last: serde_json::Value = serde_json::from_str(&dead[0].body).unwrap();
+    assert_eq!(last["chunk"], 1_000_000_000, "{last}");
+    assert_eq!(s["segments_done"], 0, "{s}");
+    assert_eq!(s["rows_published"], 20, "the two chunks, counted once: {s}");
+    let error = s["failed_segments"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("continued 1000000000 times") && error.contains("worker.checkpoint_rows"),
+        "{s}"
+    );
+    let received = f.drain_output(20).await;
+    let distinct: HashSet<_> = received.iter().map(plain_key).collect();
+    assert_eq!((received.len(), distinct.len()), (20, 20));
+    assert_eq!(w.metric("scanfleet_tasks_completed_total", ""), Some(0.0));
+    assert_eq!(
+        w.metric("scanfleet_tasks_dead_lettered_total", r#"reason="failed""#),
+        Some(1.0)
+    );
+    finish_job(f, &ledger).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_sent_again_in_its_place_goes_on_from_its_counted_chunk_while_a_copy_is_dropped() {
+    let rows = scaled(300, 150);
+    let (f, ledger) = with_ledger(rows, 3).await;
+    let env = [(LEDGER_TABLE, ledger.as_str()), (CHECKPOINT_ROWS, "40")];
+    let task = enqueue_unseen(&f, "handback", &env).await;
+    // The task counted chunk 0, and its worker stopped on the task's last receive before
+    // sending the continuation.
+    let after = count_chunk_zero(&f, &ledger, "handback", &task, &task.message_id, "running").await;
+    let w = f.worker(&env);
+    let duplicates = || w.metric("scanfleet_duplicate_chunks_total", "");
+
+    // Another instance of chunk 0 (the same body under another message id, no origin): a
+    // copy, dropped without scanning.
+    f.send_task(&task.body).await;
+    wait_for("the copy dropped", Duration::from_secs(60), || {
+        duplicates() == Some(1.0)
+    })
+    .await;
+    f.wait_for_depth(&f.queues.control, 0).await;
+    assert_eq!(w.metric("scanfleet_rows_published_total", ""), Some(0.0));
+    let record = segment_record(&f, &ledger, "handback", 0).await;
+    assert_eq!(record.chunks, 1, "{record:?}");
+    assert_eq!(record.counted_by.as_deref(), Some(task.message_id.as_str()));
+
+    // The task sent again in its place, as the stopping worker sends it: it keeps its claim and
+    // goes on from the ledger's key, without scanning chunk 0 again.
+    f.send_task(&scanfleet::task::stamp_identity(
+        &task.body,
+        &task.message_id,
+    ))
+    .await;
+    assert_published_once(&f, &after).await;
+    let s = wait_for_state(&f, &ledger, "handback", "done").await;
+    assert_eq!(s["rows_published"], rows, "{s}");
+    assert_eq!(duplicates(), Some(2.0));
+    assert!(
+        w.log_text().contains("continued from the ledger"),
+        "{}",
+        w.log_text()
+    );
+    finish_job(f, &ledger).await;
+}
+
+/// Sends `body` to the control queue (maxReceiveCount 1) and receives it once, as a worker
+/// that fails it on its last receive, until the queue moves it to the DLQ; returns its id.
+async fn dead_letter(f: &Fixture, body: &str) -> String {
+    let id = f.send_task(body).await;
+    let receive = |visibility| {
+        f.aws
+            .sqs
+            .receive_message()
+            .queue_url(&f.queues.control)
+            .wait_time_seconds(1)
+            .visibility_timeout(visibility)
+            .send()
+    };
+    let first = receive(0).await.expect("ReceiveMessage");
+    let ids: Vec<_> = first.messages().iter().map(|m| m.message_id()).collect();
+    assert_eq!(ids, [Some(id.as_str())]);
+    let second = receive(30).await.expect("ReceiveMessage");
+    assert!(second.messages().is_empty(), "{second:?}");
+    f.wait_for_depth(&f.queues.dlq, 1).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_redriven_from_the_dlq_keeps_its_claim_on_the_chunk_it_counted() {
+    let rows = scaled(300, 150);
+    let (f, ledger) = with_ledger(rows, 1).await;
+    let env = [(LEDGER_TABLE, ledger.as_str()), (CHECKPOINT_ROWS, "40")];
+    let task = enqueue_unseen(&f, "redriven", &env).await;
+    // The task counted chunk 0 and then failed (its continuation not sent) on its last
+    // receive: the queue moved it to the DLQ.
+    let id = dead_letter(&f, &task.body).await;
+    let after = count_chunk_zero(&f, &ledger, "redriven", &task, &id, "failed").await;
+    // What the redrive relies on: the message keeps its id in the DLQ, as in AWS. Both
+    // emulators keep it (checked on ministack 1.5.33 and moto 5.2.5).
+    let peek = f
+        .aws
+        .sqs
+        .receive_message()
+        .queue_url(&f.queues.dlq)
+        .wait_time_seconds(1)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("ReceiveMessage");
+    let ids: Vec<_> = peek.messages().iter().map(|m| m.message_id()).collect();
+    assert_eq!(
+        ids,
+        [Some(id.as_str())],
+        "the DLQ gave the message a new id"
+    );
+
+    // The documented runbook: one reconcile with --redrive-from, and the segment goes on
+    // from the ledger's key.
+    let w = f.worker(&env);
+    let report = redrive_from_the_dlq(&f, "redriven", &env);
+    assert!(
+        report.contains("segment 0: task moved back from the dead-letter queue"),
+        "{report}"
+    );
+    assert_published_once(&f, &after).await;
+    let s = wait_for_state(&f, &ledger, "redriven", "done").await;
+    assert_eq!(s["rows_published"], rows, "{s}");
+    assert_eq!(w.metric("scanfleet_duplicate_chunks_total", ""), Some(1.0));
+    finish_job(f, &ledger).await;
 }

@@ -89,7 +89,8 @@ impl Fixture {
         Proxy::start(upstream, latency).await.expect("start proxy")
     }
 
-    pub async fn send_task(&self, body: &str) {
+    /// Sends `body` to the control queue; returns its message id.
+    pub async fn send_task(&self, body: &str) -> String {
         self.aws
             .sqs
             .send_message()
@@ -97,7 +98,9 @@ impl Fixture {
             .message_body(body)
             .send()
             .await
-            .expect("send task");
+            .expect("send task")
+            .message_id
+            .expect("SendMessage returned no message id")
     }
 
     /// Drains the output until `expected` distinct messages arrived and 2 s passed quietly.
