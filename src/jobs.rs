@@ -212,7 +212,7 @@ impl Reconciled {
         if done.len() > DONE_NAMED_UP_TO {
             lines.push(format!("{} segments left alone: done", done.len()));
         }
-        let (mut running, mut not_started) = (0, 0);
+        let (mut running, mut not_started, mut stuck) = (0, 0, 0);
         for (seg, why) in &self.left_alone {
             match why {
                 LeftAlone::Done if done.len() <= DONE_NAMED_UP_TO => {
@@ -225,6 +225,13 @@ impl Reconciled {
                         "segment {seg}: left alone, running, last sign of life {seconds_ago} s ago"
                     ));
                 }
+                LeftAlone::AtChunkLimit => {
+                    stuck += 1;
+                    lines.push(format!(
+                        "segment {seg}: left alone, continued {} times, the most a task can carry: run the job again with a larger worker.checkpoint_rows",
+                        crate::task::MAX_CHUNK
+                    ));
+                }
                 LeftAlone::NotStarted => {
                     not_started += 1;
                     lines.push(format!(
@@ -234,11 +241,11 @@ impl Reconciled {
             }
         }
         if self.redriven.is_empty() && self.reenqueued.is_empty() {
-            lines.push(if running + not_started == 0 {
+            lines.push(if running + not_started + stuck == 0 {
                 "nothing to reconcile: every segment is done".to_owned()
             } else {
                 format!(
-                    "nothing re-enqueued: {running} segments running, {not_started} not started while the control queue holds tasks"
+                    "nothing re-enqueued: {running} segments running, {not_started} not started while the control queue holds tasks, {stuck} at the chunk limit"
                 )
             });
         }

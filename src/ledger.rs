@@ -1047,6 +1047,9 @@ pub enum LeftAlone {
     NotStarted,
     /// Its task was just moved back from the dead-letter queue.
     Redriven,
+    /// Continued [`crate::task::MAX_CHUNK`] times: a task resuming it would be rejected. The
+    /// job must run again with a larger `worker.checkpoint_rows`.
+    AtChunkLimit,
 }
 
 /// What `reconcile` does with each segment of a job.
@@ -1086,6 +1089,7 @@ pub fn to_reconcile(
             }
             None => None,
             Some(r) if r.status == status::DONE => Some(LeftAlone::Done),
+            Some(r) if r.chunks > crate::task::MAX_CHUNK => Some(LeftAlone::AtChunkLimit),
             Some(r)
                 if r.status == status::RUNNING && now.saturating_sub(r.heartbeat_at) < stale =>
             {
@@ -1374,6 +1378,20 @@ mod tests {
                 run_id: None,
             }
         );
+        // A segment continued as often as a task can carry is not re-enqueued: it would be
+        // rejected.
+        let mut limit = seg(1, status::FAILED, 10, 10);
+        limit.chunks = crate::task::MAX_CHUNK + 1;
+        let plan = to_reconcile(
+            &job(2),
+            &[seg(0, status::DONE, 1, 1), limit],
+            2000,
+            300,
+            false,
+            &HashSet::new(),
+        );
+        assert!(plan.resumes.is_empty(), "{plan:?}");
+        assert_eq!(plan.left_alone[1], (1, LeftAlone::AtChunkLimit));
         // Not yet stale: a never-started segment of a young job may still be queued.
         let young = JobRecord {
             created_at: 1090,
