@@ -490,7 +490,7 @@ mod tests {
         let text = waiting.render();
         assert!(!text.contains("every segment is done"), "{text}");
         assert!(
-            text.ends_with("nothing re-enqueued: 0 segments running, 1 not started while the control queue holds tasks\n"),
+            text.ends_with("nothing re-enqueued: 0 segments running, 1 not started while the control queue holds tasks, 0 at the chunk limit\n"),
             "{text}"
         );
         // Many done segments are a count; the others are still named.
