@@ -1321,3 +1321,53 @@ async fn a_task_redriven_from_the_dlq_keeps_its_claim_on_the_chunk_it_counted() 
     assert_eq!(w.metric("scanfleet_duplicate_chunks_total", ""), Some(1.0));
     finish_job(f, &ledger).await;
 }
+
+/// A segment shorter than a chunk (or a long chunk) shows its progress before it is counted:
+/// the chunk writes what it has done so far every few seconds, marked provisional beside the
+/// counted figures, which stay exact. The budget paces the one chunk to about 10 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_progress_of_a_chunk_under_way_shows_before_it_is_counted() {
+    let rows = scaled(200, 100);
+    let f = Fixture::new(rows, 3).await;
+    let ledger = create_ledger(&f);
+    let env = [
+        ("SCANFLEET__LEDGER__TABLE", ledger.as_str()),
+        ("SCANFLEET__WORKER__CHECKPOINT_ROWS", "100000"),
+    ];
+    let w = f.worker(&env);
+    let args = [
+        "enqueue",
+        "--table",
+        &f.table,
+        "--segments",
+        "1",
+        "--limit-of-rows",
+        "10",
+        "--read-units-per-second",
+        "1",
+        "--job-id",
+        "slow",
+    ];
+    let out = scanfleet(&f, &args, &env);
+    assert!(out.status.success(), "enqueue: {}", stderr(&out));
+    wait_for("provisional progress", Duration::from_secs(60), || {
+        let s = status_json(&f, &ledger, "slow");
+        s["rows_published_in_chunks"].as_u64() > Some(0) && s["rows_published"] == 0
+    })
+    .await;
+    let text = stdout(&scanfleet(&f, &["status", "slow"], &env));
+    assert!(text.contains("in chunks under way (provisional)"), "{text}");
+    wait_for("the job", Duration::from_secs(120), || {
+        w.metric("scanfleet_tasks_completed_total", "") == Some(1.0)
+    })
+    .await;
+    let s = status_json(&f, &ledger, "slow");
+    assert_eq!(s["rows_published"], rows, "{s}");
+    assert_eq!(
+        s["rows_published_in_chunks"], 0,
+        "counted, no longer provisional: {s}"
+    );
+    assert_eq!(f.drain_output(rows as usize).await.len(), rows as usize);
+    drop_table(&f, &ledger).await;
+    f.finish_clean().await;
+}
