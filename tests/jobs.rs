@@ -178,8 +178,9 @@ async fn fifo_output_deduplicates_a_replayed_chunk() {
     .await
     .expect("create FIFO queue");
     let w = f.worker(&[("SCANFLEET__OUTPUT__QUEUE_URL", &fifo)]);
-    let task =
-        r#"{"current_segment": 0, "total_segments": 1, "limit_of_rows": 50, "job_id": "j1"}"#;
+    // With a run id, as `enqueue` writes one: a copy of this body is the same run's task (a
+    // hand-written task without one would be a run of its own each time it is sent).
+    let task = r#"{"current_segment": 0, "total_segments": 1, "limit_of_rows": 50, "job_id": "j1", "run_id": "r1"}"#;
     f.send_task(task).await;
     wait_for("the first run", Duration::from_secs(120), || {
         w.metric("scanfleet_tasks_completed_total", "") == Some(1.0)
@@ -206,12 +207,17 @@ async fn fifo_output_deduplicates_a_replayed_chunk() {
         "SQS delivered replayed rows twice"
     );
     // Another job over the same table within SQS's 5-minute window is not a repeat: its rows
-    // all arrive (the deduplication id is the row_id within the job).
+    // all arrive (the deduplication id is the row_id within the job's run).
     f.send_task(&task.replace("j1", "j2")).await;
     let second = f.drain(&fifo, rows as usize).await;
     let keys: HashSet<_> = second.iter().map(plain_key).collect();
     assert_eq!(keys, f.expected_keys(), "another job's rows were dropped");
     assert!(second.iter().all(|m| m.attributes["job_id"] == "j2"));
+    // Nor is a rerun of j1 (another run id): the deduplication id is the row_id within the run.
+    f.send_task(&task.replace("r1", "r2")).await;
+    let rerun = f.drain(&fifo, rows as usize).await;
+    let keys: HashSet<_> = rerun.iter().map(plain_key).collect();
+    assert_eq!(keys, f.expected_keys(), "a rerun's rows were dropped");
     let _ = f.aws.sqs.delete_queue().queue_url(&fifo).send().await;
     f.finish_clean().await;
 }
