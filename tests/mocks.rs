@@ -1208,3 +1208,50 @@ async fn short_polls_on_an_empty_queue_back_off() {
         receive.num_calls()
     );
 }
+
+/// `enqueue --wait` rides over a failed ledger read: retried with backoff, not an exit. Here
+/// the first read of the job is refused (an error the SDK does not retry itself); the second
+/// finds the job done.
+#[tokio::test(start_paused = true)]
+async fn a_failed_ledger_read_while_waiting_is_retried() {
+    use aws_sdk_dynamodb::operation::query::QueryOutput;
+    let s = |v: &str| AttributeValue::S(v.into());
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    let query = mock!(aws_sdk_dynamodb::Client::query)
+        .sequence()
+        .http_status(
+            400,
+            Some(r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"not yet"}"#.into()),
+        )
+        .output(move || {
+            let job = HashMap::from([
+                ("job_id".to_owned(), s("j")),
+                ("item".to_owned(), s("job")),
+                ("table".to_owned(), s("items")),
+                ("segments_total".to_owned(), n(1)),
+                ("created_at".to_owned(), n(1000)),
+                ("task_template".to_owned(), s("{}")),
+            ]);
+            let segment = HashMap::from([
+                ("job_id".to_owned(), s("j")),
+                ("item".to_owned(), s("segment#0000000")),
+                ("status".to_owned(), s("done")),
+                ("chunks".to_owned(), n(1)),
+                ("rows_published".to_owned(), n(7)),
+                ("finished_at".to_owned(), n(1010)),
+            ]);
+            QueryOutput::builder().items(job).items(segment).build()
+        })
+        .build();
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&query], |c| c
+        .retry_config(RetryConfig::disabled()));
+    let ledger = scanfleet::ledger::Ledger::new(dynamodb, "ledger");
+    let summary = scanfleet::jobs::wait(&ledger, "j", Duration::from_secs(10))
+        .await
+        .expect("one failed read does not end --wait");
+    assert_eq!(
+        (summary.state.as_str(), summary.rows_published),
+        ("done", 7)
+    );
+    assert_eq!(query.num_calls(), 2);
+}
