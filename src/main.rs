@@ -69,7 +69,7 @@ enum Command {
         #[arg(long)]
         wait: bool,
         /// Without a terminal, seconds between progress lines of --wait.
-        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
         progress_every: u64,
     },
     /// Print a job's progress from the ledger: segments, rows, read units, skew, failures.
@@ -209,7 +209,7 @@ fn main() -> ExitCode {
                 options: scan.into_raw(),
                 read_units_per_second,
             };
-            let wait = wait.then(|| Duration::from_secs(progress_every.max(1)));
+            let wait = wait.then(|| Duration::from_secs(progress_every));
             runtime.block_on(run_enqueue(settings, job, wait))
         }
         Command::Status { job_id, json } => runtime.block_on(run_status(settings, job_id, json)),

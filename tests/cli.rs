@@ -140,9 +140,28 @@ fn a_credential_variable_with_a_trailing_newline_stops_start_up_naming_it() {
 
 #[test]
 fn plan_refuses_zero_workers() {
-    // It used to print "0 workers" and compute with 1.
+    // It used to print "0 workers" and compute with 1; `enqueue --progress-every 0` likewise
+    // became 1.
+    for args in [
+        &["plan", "--table", "items", "--workers", "0"][..],
+        &[
+            "enqueue",
+            "--table",
+            "items",
+            "--segments",
+            "1",
+            "--wait",
+            "--progress-every",
+            "0",
+        ][..],
+    ] {
+        refused_with_zero(args);
+    }
+}
+
+fn refused_with_zero(args: &[&str]) {
     let out = Command::new(BINARY)
-        .args(["plan", "--table", "items", "--workers", "0"])
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         // Should it get as far as AWS, it fails at once here, without the network.
@@ -153,8 +172,9 @@ fn plan_refuses_zero_workers() {
         .expect("run scanfleet");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
+    let flag = args[args.len() - 2];
     assert!(
-        err.contains("--workers") && err.contains("'0'") && err.contains("1.."),
+        err.contains(flag) && err.contains("'0'") && err.contains("1.."),
         "{err}"
     );
     assert!(out.stdout.is_empty());
