@@ -14,7 +14,7 @@
 //!   it belongs to (`run_id`), so a task can tell, before it scans, whether its chunk is already
 //!   counted, and by itself (delivered again: go on from the ledger), by another copy (a
 //!   continuation sent twice: stop) or by an earlier run (the job sent again: start over); see
-//!   [`crate::dedup`].
+//!   [`crate::worker::dedup`].
 //!
 //! The pure parts (the status summary, which segments to reconcile) are functions of the
 //! records, tested without AWS.
@@ -126,7 +126,7 @@ pub struct SegmentRecord {
     /// Where the next chunk starts (DynamoDB JSON), when the segment is not done.
     #[serde(skip)]
     pub resume_key: Option<String>,
-    /// The instance (see [`crate::dedup`]) of the task that counted the last chunk.
+    /// The instance (see [`crate::worker::dedup`]) of the task that counted the last chunk.
     #[serde(skip)]
     pub counted_by: Option<String>,
     /// The run of the job this record counts (absent in records written before run ids).
@@ -181,7 +181,7 @@ pub enum Recorded {
     Counted,
     /// Not counted: the record did not expect this chunk of this run (a redelivered or
     /// duplicated task, another run, a ledger behind). The record as it is now; what to do
-    /// follows from it by [`crate::dedup::decide`].
+    /// follows from it by [`crate::worker::dedup::decide`].
     Refused(SegmentRecord),
 }
 
@@ -194,7 +194,7 @@ pub struct ChunkReport<'a> {
     pub duration: Duration,
     /// Where the segment goes on; `None`: this was its last chunk.
     pub next: Option<&'a Item>,
-    /// The instance of the task that ran the chunk (see [`crate::dedup`]).
+    /// The instance of the task that ran the chunk (see [`crate::worker::dedup`]).
     pub instance: &'a str,
     /// Its run, if it has one.
     pub run: Option<&'a str>,
@@ -396,7 +396,7 @@ impl Ledger {
             .expression_attribute_values(":now", n(now_secs()))
     }
 
-    /// Starts a segment's record over for a new run of its job (see [`crate::dedup`]): the
+    /// Starts a segment's record over for a new run of its job (see [`crate::worker::dedup`]): the
     /// counts of the run it held are replaced, and the record expects `task`'s chunk next.
     /// Conditional on the record still holding another run, so two copies of the new run's
     /// task reset it once.

@@ -5,7 +5,6 @@
 
 pub mod batch;
 pub mod budget;
-pub mod dedup;
 pub mod devkit;
 pub mod direct;
 #[cfg(test)]

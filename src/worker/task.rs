@@ -1,246 +1,24 @@
-//! The worker loop: receive tasks, run them concurrently, acknowledge only after success.
+//! One task, from its message to its acknowledgement: parse, ask the ledger, run the chunk,
+//! count it, then checkpoint (continuation, then delete), complete, fail, or hand back. What
+//! is decided from the ledger is [`super::dedup`]'s; the loop that feeds tasks is in `mod.rs`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
-
 use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::dedup::{self, Decision};
+use super::dedup::{self, Decision};
+use super::heartbeat::{ChunkProgress, Heartbeat};
+use super::{BoxError, Delivery, Shared, release};
 use crate::ledger::{self, ChunkReport, Ledger, Recorded};
-use crate::pipeline::{self, End, Output};
+use crate::pipeline::{self, End};
 use crate::retry;
-use crate::settings::{ScanSettings, Settings};
-use crate::sqs::{self, ControlQueue};
+use crate::sqs;
 use crate::task::{self, Task};
 use crate::telemetry;
-
-/// SQS returns at most 10 messages per ReceiveMessage call.
-const MAX_RECEIVE: usize = 10;
-
-/// State the HTTP endpoints report.
-#[derive(Default)]
-pub struct Health {
-    /// Set after the first successful receive; cleared when draining starts.
-    pub ready: AtomicBool,
-}
-
-struct Shared {
-    control: ControlQueue,
-    output: Output,
-    /// The job ledger, if configured; only tasks with a job id are recorded.
-    ledger: Option<Ledger>,
-    /// Names this process in the ledger (`host-pid`).
-    worker_id: String,
-    /// The control queue's `maxReceiveCount`: a task failing on that receive is dead-lettered.
-    max_receive_count: Option<u32>,
-    scan: ScanSettings,
-    visibility: Duration,
-    /// Fires on SIGTERM: running tasks checkpoint at their next page boundary.
-    drain: CancellationToken,
-    /// Fires when the drain timeout has passed: tasks still running stop where they are and
-    /// are handed back whole.
-    hard_stop: CancellationToken,
-}
-
-impl Shared {
-    /// Whether a task on its `receive_count`-th receive goes to the dead-letter queue if it is
-    /// released now (SQS moves it when the count would exceed `maxReceiveCount`).
-    fn last_receive(&self, receive_count: u32) -> bool {
-        self.max_receive_count
-            .is_some_and(|max| receive_count >= max)
-    }
-}
-
-/// Runs until `shutdown` fires, then drains: each in-flight task finishes the page in hand,
-/// checkpoints (continuation + delete) and ends; whatever is still running
-/// `worker.drain_timeout_seconds` after the signal is handed back. Returns once every task
-/// ended and the long poll in progress (if any) returned.
-pub async fn run(
-    settings: &Settings,
-    control: ControlQueue,
-    output: Output,
-    ledger: Option<Ledger>,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
-) {
-    let max_receive_count = control.max_receive_count().await;
-    let shared = Arc::new(Shared {
-        control,
-        output,
-        ledger,
-        worker_id: worker_id(),
-        max_receive_count,
-        scan: settings.scan.clone(),
-        visibility: Duration::from_secs(settings.control.visibility_timeout_seconds.into()),
-        drain: shutdown.clone(),
-        hard_stop: CancellationToken::new(),
-    });
-    if shared.control.has_redrive_policy().await == Some(false) {
-        warn!(
-            queue_url = %shared.control.url,
-            "the control queue has no redrive policy: invalid or failing tasks will be retried forever instead of moving to a dead-letter queue"
-        );
-    }
-    let wait = Duration::from_secs(settings.control.wait_time_seconds.into());
-    let drain = Duration::from_secs(settings.worker.drain_timeout_seconds.into());
-    let slots = Arc::new(Semaphore::new(settings.worker.concurrency as usize));
-    let tracker = TaskTracker::new();
-    let mut backoff = retry::receive_backoff();
-    let mut empty_backoff = retry::receive_backoff();
-    let watcher = tokio::spawn(watch_control_queue(shared.clone(), shutdown.clone()));
-    // The drain timeout counts from the signal, not from the end of the long poll that may be
-    // in progress: tasks start checkpointing at once, so the poll (at most wait_time_seconds)
-    // runs inside the drain rather than before it, and a worker exits within
-    // max(wait_time_seconds, drain_timeout_seconds), under Kubernetes' 30 s grace period with
-    // the defaults. Not ready from the signal on, too: the poll in progress is no reason to
-    // look ready.
-    let deadline = tokio::spawn({
-        let (shutdown, hard_stop, health) =
-            (shutdown.clone(), shared.hard_stop.clone(), health.clone());
-        async move {
-            shutdown.cancelled().await;
-            health.ready.store(false, Ordering::Relaxed);
-            tokio::time::sleep(drain).await;
-            hard_stop.cancel();
-        }
-    });
-
-    loop {
-        // A free slot first: a worker never receives more tasks than it can run, so no task
-        // waits on this worker while another could have taken it.
-        // `biased`: shutdown wins when both are ready. An unbiased select picked a free slot
-        // half the time, so a stopping worker went on polling, and each message it received and
-        // handed back used up one of the task's receives (maxReceiveCount): a continuation task
-        // received that way five times went to the dead-letter queue instead of the next worker.
-        let first = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
-        };
-        let mut permits = vec![first];
-        while permits.len() < MAX_RECEIVE {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
-        // The long poll is not raced against shutdown: abandoning it could drop messages SQS
-        // already handed us, leaving them invisible for a whole visibility timeout. Messages
-        // it returns after shutdown are handed straight back.
-        match shared
-            .control
-            .receive(permits.len(), wait, shared.visibility)
-            .await
-        {
-            Ok(messages) => {
-                backoff = retry::receive_backoff();
-                if !shutdown.is_cancelled() {
-                    health.ready.store(true, Ordering::Relaxed);
-                }
-                if messages.is_empty() {
-                    // A long poll waits on SQS's side; a short one (wait_time_seconds = 0)
-                    // returns at once, and would spin on an empty queue without a pause.
-                    let pause = empty_receive_pause(wait, &mut empty_backoff);
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = shutdown.cancelled() => {}
-                    }
-                    continue;
-                }
-                empty_backoff = retry::receive_backoff();
-                for message in messages {
-                    // Never more tasks than free slots: an answer holding more messages than
-                    // asked for (SQS never sends one) has the extra ones handed back.
-                    let permit = permits.pop();
-                    match permit {
-                        Some(permit) if !shutdown.is_cancelled() => {
-                            tracker.spawn(run_task(shared.clone(), message, permit));
-                        }
-                        _ => {
-                            let delivery = Delivery {
-                                id: message.message_id().unwrap_or_default(),
-                                receipt: message.receipt_handle().unwrap_or_default(),
-                                receive_count: sqs::receive_count(&message),
-                            };
-                            hand_back(&shared, &delivery, message.body().unwrap_or_default()).await;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                let delay = backoff.next().expect("receive backoff never ends");
-                telemetry::receive_failed(&e, delay);
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.cancelled() => {}
-                }
-            }
-        }
-    }
-
-    tracker.close();
-    info!(
-        tasks = tracker.len(),
-        drain_seconds = drain.as_secs(),
-        "shutting down: checkpointing in-flight tasks"
-    );
-    tracker.wait().await;
-    deadline.abort();
-    // A count read in progress is not worth waiting for.
-    watcher.abort();
-    info!("all tasks ended");
-}
-
-/// How often a worker reads the control queue's message count.
-const CONTROL_QUEUE_READ_EVERY: Duration = Duration::from_secs(60);
-
-/// Exports the control queue's message count until shutdown. The worker's own gauges cannot
-/// show tasks it never managed to receive (a receive permission missing, say); with this the
-/// "no progress while tasks wait" alert can.
-async fn watch_control_queue(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(CONTROL_QUEUE_READ_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        match sqs::queue_depth(&shared.control.client, &shared.control.url).await {
-            Ok(messages) => telemetry::control_queue_messages(messages),
-            Err(e) => telemetry::control_queue_unread(&e),
-        }
-    }
-}
-
-/// How long to wait before the next receive after an empty one: nothing after a long poll
-/// (it already waited on SQS's side), a growing pause after a short one.
-fn empty_receive_pause(wait: Duration, backoff: &mut impl Iterator<Item = Duration>) -> Duration {
-    if wait.is_zero() {
-        backoff.next().unwrap_or(Duration::from_secs(1))
-    } else {
-        Duration::ZERO
-    }
-}
-
-/// `hostname-pid`: which process ran a segment, as the ledger reports it.
-fn worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into());
-    format!("{host}-{}", std::process::id())
-}
 
 /// Makes a task available again at once, for another worker, at shutdown. Released on its last
 /// allowed receive, the task would go to the dead-letter queue at its next receive though nothing
@@ -248,7 +26,7 @@ fn worker_id() -> String {
 /// again as a new message, with a fresh receive count, and this one deleted. The new message
 /// names this one as its origin (see [`task::stamp_identity`]), so it keeps this task's claim on
 /// a chunk it counted.
-async fn hand_back(shared: &Shared, delivery: &Delivery<'_>, body: &str) {
+pub(super) async fn hand_back(shared: &Shared, delivery: &Delivery<'_>, body: &str) {
     let Delivery {
         id,
         receipt,
@@ -278,7 +56,7 @@ async fn hand_back(shared: &Shared, delivery: &Delivery<'_>, body: &str) {
 /// Runs one received task to its end. A panic anywhere in it (none is known: this is the last
 /// line of defence) is caught here and treated as a failure of the task, so the slot, the
 /// in-flight gauge and the message are never lost with it.
-async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphorePermit) {
+pub(super) async fn run_task(shared: Arc<Shared>, message: Message, _permit: OwnedSemaphorePermit) {
     let id = message.message_id().unwrap_or_default();
     let receipt = message.receipt_handle().unwrap_or_default();
     let body = message.body().unwrap_or_default();
@@ -576,16 +354,6 @@ async fn record_failure(
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// One received task message, as its handling needs it.
-#[derive(Clone, Copy)]
-struct Delivery<'a> {
-    id: &'a str,
-    receipt: &'a str,
-    receive_count: u32,
-}
-
 /// Counts a finished chunk in the ledger, before its continuation is sent (so the ledger is
 /// never behind the queue). When the ledger refuses the count, the record it holds decides,
 /// by the same rule as at the task's start ([`after_refused_count`]).
@@ -719,177 +487,10 @@ async fn run_chunk(
     }
 }
 
-/// How often a running chunk writes its progress to the ledger (its segment's provisional
-/// figures and the job's running totals): what `status` and `enqueue --wait` show between
-/// chunk counts. One small write each, per task.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// A running chunk's progress and what of it the job's running totals were told, shared by the
-/// chunk, its heartbeat and the count at its end. The lock keeps a progress write from landing
-/// after the chunk was counted (or ended uncounted): once closed, no more are made.
-struct ChunkProgress {
-    progress: Arc<pipeline::Progress>,
-    reported: tokio::sync::Mutex<Reported>,
-}
-
-#[derive(Default)]
-struct Reported {
-    scanned: u64,
-    published: u64,
-    closed: bool,
-}
-
-impl ChunkProgress {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            progress: Arc::default(),
-            reported: Default::default(),
-        })
-    }
-
-    /// Ends the progress writes (a write in progress finishes first); what the job's totals
-    /// were told, to take back.
-    async fn close(&self) -> (u64, u64) {
-        let mut reported = self.reported.lock().await;
-        reported.closed = true;
-        (reported.scanned, reported.published)
-    }
-
-    /// The job's totals no longer hold this chunk's progress (the count took it back).
-    async fn taken_back(&self) {
-        let mut reported = self.reported.lock().await;
-        (reported.scanned, reported.published) = (0, 0);
-    }
-
-    /// One progress write: the segment's provisional figures, then the job's totals by what
-    /// changed since the last one.
-    async fn write(&self, ledger: &Ledger, task: &Task, job: &str, worker: &str) {
-        let mut reported = self.reported.lock().await;
-        if reported.closed {
-            return;
-        }
-        let now = (
-            self.progress.scanned.load(Ordering::Relaxed),
-            self.progress.published.load(Ordering::Relaxed),
-        );
-        let segment = task.segment as u32;
-        match ledger.heartbeat(task, job, worker, now).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => return telemetry::ledger_error("heartbeat", job, segment, e.as_ref()),
-        }
-        let delta = (
-            now.0 as i64 - reported.scanned as i64,
-            now.1 as i64 - reported.published as i64,
-        );
-        if delta == (0, 0) {
-            return;
-        }
-        match ledger.add_progress_to_job(job, delta).await {
-            Ok(()) => (reported.scanned, reported.published) = now,
-            Err(e) => telemetry::ledger_error("job_totals", job, segment, e.as_ref()),
-        }
-    }
-
-    /// A chunk that ended uncounted: its progress is taken back from the job's totals and the
-    /// segment's provisional figures cleared (best effort: they are only a hint).
-    async fn withdraw(&self, ledger: &Ledger, task: &Task, job: &str, worker: &str) {
-        let (scanned, published) = self.close().await;
-        if (scanned, published) == (0, 0) {
-            return;
-        }
-        self.taken_back().await;
-        let segment = task.segment as u32;
-        if let Err(e) = ledger.clear_progress(task, job, worker).await {
-            telemetry::ledger_error("heartbeat", job, segment, e.as_ref());
-        }
-        let back = (-(scanned as i64), -(published as i64));
-        if let Err(e) = ledger.add_progress_to_job(job, back).await {
-            telemetry::ledger_error("job_totals", job, segment, e.as_ref());
-        }
-    }
-}
-
-/// Extends a running task's visibility every third of the timeout, so it is never handed to a
-/// second worker while this one is still on it, and writes the chunk's progress to the ledger
-/// every [`PROGRESS_EVERY`] (its sign of life there). It runs as a task of its own: a slow or
-/// hung `ChangeMessageVisibility` or ledger write never holds up the chunk. Stopped when
-/// dropped.
-struct Heartbeat(tokio::task::JoinHandle<()>);
-
-impl Heartbeat {
-    fn start(
-        shared: &Arc<Shared>,
-        receipt: &str,
-        id: &str,
-        task: &Task,
-        progress: &Arc<ChunkProgress>,
-    ) -> Self {
-        let visibility = {
-            let (shared, receipt, id) = (shared.clone(), receipt.to_owned(), id.to_owned());
-            beat_every(shared.visibility / 3, move || {
-                let (shared, receipt, id) = (shared.clone(), receipt.clone(), id.clone());
-                async move {
-                    let r = shared
-                        .control
-                        .set_visibility(&receipt, shared.visibility)
-                        .await;
-                    telemetry::heartbeat(
-                        r.as_ref()
-                            .map(|_| ())
-                            .map_err(|e| e as &dyn std::error::Error),
-                        &id,
-                    );
-                }
-            })
-        };
-        let ledger = {
-            let (shared, task, progress) = (shared.clone(), task.clone(), progress.clone());
-            beat_every(PROGRESS_EVERY, move || {
-                let (shared, task, progress) = (shared.clone(), task.clone(), progress.clone());
-                async move {
-                    if let (Some(ledger), Some(job)) = (&shared.ledger, task.job_id.as_deref()) {
-                        progress.write(ledger, &task, job, &shared.worker_id).await;
-                    }
-                }
-            })
-        };
-        Self(tokio::spawn(async move {
-            tokio::join!(visibility, ledger);
-        }))
-    }
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Calls `beat` every `period`, the first one `period` from now, one at a time (a beat that
-/// takes longer delays the next, it never piles them up).
-async fn beat_every<F, Fut>(period: Duration, beat: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        beat().await;
-    }
-}
-
-async fn release(control: &ControlQueue, id: &str, receipt: &str, delay: Duration) {
-    if let Err(e) = control.set_visibility(receipt, delay).await {
-        telemetry::ack_failed(id, "release", &e);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::Semaphore;
 
     #[tokio::test]
     async fn a_panicking_task_becomes_an_error_and_frees_what_it_held() {
