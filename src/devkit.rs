@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use futures::StreamExt;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::BoxError;
 
 /// AWS clients for the configured endpoint.
 pub struct Aws {

@@ -36,7 +36,7 @@ const PK: &str = "job_id";
 const SK: &str = "item";
 const JOB_ITEM: &str = "job";
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::BoxError;
 
 /// A segment's state in the ledger.
 pub mod status {

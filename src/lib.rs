@@ -27,6 +27,10 @@ pub mod telemetry;
 pub mod transport;
 pub mod worker;
 
+/// Any error, boxed: what crosses a boundary that has no error type of its own (the ledger,
+/// the worker's task handling, the commands in `main`). Declared once.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An error and its sources on one line, as `a: b: c`.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

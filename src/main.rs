@@ -241,7 +241,7 @@ fn fail(e: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use scanfleet::BoxError;
 
 /// The ledger, or an error naming the setting `command` needs.
 async fn ledger(settings: &Settings, command: &str) -> Result<Ledger, BoxError> {

@@ -16,7 +16,7 @@
 use crate::item::Item;
 use crate::ledger::{SegmentRecord, status};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// The task asking: which chunk, of which run, as which instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

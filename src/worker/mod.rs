@@ -250,7 +250,7 @@ fn worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// One received task message, as its handling needs it.
 #[derive(Clone, Copy)]
