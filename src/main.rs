@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use scanfleet::BoxError;
 use scanfleet::budget::ReadBudget;
 use scanfleet::enqueue::{self, Job};
 use scanfleet::expression::RawScanOptions;
@@ -240,8 +241,6 @@ fn fail(e: &dyn std::error::Error) -> ExitCode {
     eprintln!("scanfleet: {}", scanfleet::error_chain(e));
     ExitCode::FAILURE
 }
-
-use scanfleet::BoxError;
 
 /// The ledger, or an error naming the setting `command` needs.
 async fn ledger(settings: &Settings, command: &str) -> Result<Ledger, BoxError> {

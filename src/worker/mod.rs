@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::BoxError;
 use crate::ledger::Ledger;
 use crate::pipeline::Output;
 use crate::retry;
@@ -249,8 +250,6 @@ fn worker_id() -> String {
         .unwrap_or_else(|| "worker".into());
     format!("{host}-{}", std::process::id())
 }
-
-use crate::BoxError;
 
 /// One received task message, as its handling needs it.
 #[derive(Clone, Copy)]
