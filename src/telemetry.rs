@@ -49,6 +49,67 @@ const TASK_DURATION_BUCKETS: &[f64] = &[
     43200.0,
 ];
 
+/// Which job-ledger write failed: the `op` label of `scanfleet_ledger_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerOp {
+    /// Marking a segment running as its task starts (or reading its record first).
+    Start,
+    /// A running chunk's sign of life and progress.
+    Heartbeat,
+    /// Counting a finished chunk: a failure fails the chunk.
+    Chunk,
+    /// Recording a failed attempt.
+    Failure,
+    /// Recording a rejected task that names a job and segment.
+    Rejection,
+    /// The job's running totals (a hint `--wait` follows).
+    JobTotals,
+}
+
+impl LedgerOp {
+    pub const ALL: [LedgerOp; 6] = [
+        LedgerOp::Start,
+        LedgerOp::Heartbeat,
+        LedgerOp::Chunk,
+        LedgerOp::Failure,
+        LedgerOp::Rejection,
+        LedgerOp::JobTotals,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LedgerOp::Start => "start",
+            LedgerOp::Heartbeat => "heartbeat",
+            LedgerOp::Chunk => "chunk",
+            LedgerOp::Failure => "failure",
+            LedgerOp::Rejection => "rejection",
+            LedgerOp::JobTotals => "job_totals",
+        }
+    }
+}
+
+/// What could not be done to a task message: the `action` label of
+/// `scanfleet_ack_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckAction {
+    Delete,
+    Release,
+    /// Sending a task again as a new message (a hand-back on its last receive).
+    Resend,
+}
+
+impl AckAction {
+    pub const ALL: [AckAction; 3] = [AckAction::Delete, AckAction::Release, AckAction::Resend];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AckAction::Delete => "delete",
+            AckAction::Release => "release",
+            AckAction::Resend => "resend",
+        }
+    }
+}
+
 /// Installs the Prometheus recorder and describes every metric. `tables`: those the worker may
 /// scan, whose per-table task counters start at zero.
 pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> PrometheusHandle {
@@ -182,18 +243,11 @@ fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>) {
         counter!(TASKS_DEAD_LETTERED, "reason" => reason.label()).increment(0);
     }
     counter!(TASKS_DEAD_LETTERED, "reason" => DEAD_AFTER_FAILING).increment(0);
-    for op in [
-        "start",
-        "heartbeat",
-        "chunk",
-        "failure",
-        "rejection",
-        "job_totals",
-    ] {
-        counter!(LEDGER_ERRORS, "op" => op).increment(0);
+    for op in LedgerOp::ALL {
+        counter!(LEDGER_ERRORS, "op" => op.label()).increment(0);
     }
-    for action in ["delete", "release", "resend"] {
-        counter!(ACK_ERRORS, "action" => action).increment(0);
+    for action in AckAction::ALL {
+        counter!(ACK_ERRORS, "action" => action.label()).increment(0);
     }
     for outcome in ["diverted", "failed"] {
         counter!(ROWS_OVERSIZE, "outcome" => outcome).increment(0);
@@ -362,7 +416,8 @@ pub fn heartbeat(ok: Result<(), &dyn std::error::Error>, message_id: &str) {
     }
 }
 
-pub fn ack_failed(message_id: &str, action: &'static str, err: &dyn std::error::Error) {
+pub fn ack_failed(message_id: &str, action: AckAction, err: &dyn std::error::Error) {
+    let action = action.label();
     counter!(names::ACK_ERRORS, "action" => action).increment(1);
     error!(message_id, action, error = %crate::error_chain(err), "task message could not be updated");
 }
@@ -381,7 +436,8 @@ pub fn task_checkpointed(message_id: &str, task: &Task, rows: u64, elapsed: Dura
     );
 }
 
-pub fn ledger_error(op: &'static str, job: &str, segment: u32, err: &dyn std::error::Error) {
+pub fn ledger_error(op: LedgerOp, job: &str, segment: u32, err: &dyn std::error::Error) {
+    let op = op.label();
     counter!(names::LEDGER_ERRORS, "op" => op).increment(1);
     warn!(op, job, segment, error = %crate::error_chain(err), "job ledger write failed");
 }

@@ -10,7 +10,7 @@ use super::Shared;
 use crate::ledger::Ledger;
 use crate::pipeline;
 use crate::task::Task;
-use crate::telemetry;
+use crate::telemetry::{self, LedgerOp};
 
 /// How often a running chunk writes its progress to the ledger (its segment's provisional
 /// figures and the job's running totals): what `status` and `enqueue --wait` show between
@@ -69,7 +69,9 @@ impl ChunkProgress {
         match ledger.heartbeat(task, job, worker, now).await {
             Ok(true) => {}
             Ok(false) => return,
-            Err(e) => return telemetry::ledger_error("heartbeat", job, segment, e.as_ref()),
+            Err(e) => {
+                return telemetry::ledger_error(LedgerOp::Heartbeat, job, segment, e.as_ref());
+            }
         }
         let delta = (
             now.0 as i64 - reported.scanned as i64,
@@ -80,7 +82,7 @@ impl ChunkProgress {
         }
         match ledger.add_progress_to_job(job, delta).await {
             Ok(()) => (reported.scanned, reported.published) = now,
-            Err(e) => telemetry::ledger_error("job_totals", job, segment, e.as_ref()),
+            Err(e) => telemetry::ledger_error(LedgerOp::JobTotals, job, segment, e.as_ref()),
         }
     }
 
@@ -94,11 +96,11 @@ impl ChunkProgress {
         self.taken_back().await;
         let segment = task.segment as u32;
         if let Err(e) = ledger.clear_progress(task, job, worker).await {
-            telemetry::ledger_error("heartbeat", job, segment, e.as_ref());
+            telemetry::ledger_error(LedgerOp::Heartbeat, job, segment, e.as_ref());
         }
         let back = (-(scanned as i64), -(published as i64));
         if let Err(e) = ledger.add_progress_to_job(job, back).await {
-            telemetry::ledger_error("job_totals", job, segment, e.as_ref());
+            telemetry::ledger_error(LedgerOp::JobTotals, job, segment, e.as_ref());
         }
     }
 }

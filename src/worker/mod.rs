@@ -21,7 +21,7 @@ use crate::pipeline::Output;
 use crate::retry;
 use crate::settings::{ScanSettings, Settings};
 use crate::sqs::{self, ControlQueue};
-use crate::telemetry;
+use crate::telemetry::{self, AckAction};
 
 mod heartbeat;
 mod task;
@@ -261,6 +261,6 @@ struct Delivery<'a> {
 
 async fn release(control: &ControlQueue, id: &str, receipt: &str, delay: Duration) {
     if let Err(e) = control.set_visibility(receipt, delay).await {
-        telemetry::ack_failed(id, "release", &e);
+        telemetry::ack_failed(id, AckAction::Release, &e);
     }
 }

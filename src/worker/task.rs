@@ -18,7 +18,7 @@ use crate::pipeline::{self, End};
 use crate::retry;
 use crate::sqs;
 use crate::task::{self, Task};
-use crate::telemetry;
+use crate::telemetry::{self, AckAction, LedgerOp};
 
 /// Makes a task available again at once, for another worker, at shutdown. Released on its last
 /// allowed receive, the task would go to the dead-letter queue at its next receive though nothing
@@ -43,11 +43,11 @@ pub(super) async fn hand_back(shared: &Shared, delivery: &Delivery<'_>, body: &s
                 if let Err(e) = shared.control.delete(receipt).await {
                     // The old copy goes to the dead-letter queue at its next receive, while
                     // the new one does the work.
-                    telemetry::ack_failed(id, "delete", &e);
+                    telemetry::ack_failed(id, AckAction::Delete, &e);
                 }
                 return;
             }
-            Err(e) => telemetry::ack_failed(id, "resend", &e),
+            Err(e) => telemetry::ack_failed(id, AckAction::Resend, &e),
         }
     }
     release(&shared.control, id, receipt, Duration::ZERO).await;
@@ -146,7 +146,7 @@ async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) 
             .segment_started(&task, job, &shared.worker_id, claim.run)
             .await
         {
-            telemetry::ledger_error("start", job, task.segment as u32, e.as_ref());
+            telemetry::ledger_error(LedgerOp::Start, job, task.segment as u32, e.as_ref());
         }
     }
     let result = match run_chunk(shared, &task, &progress.progress).await {
@@ -179,14 +179,14 @@ async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) 
         Some(Ok(Settle::Delete)) => {
             // The ledger is past this chunk: another copy of the task goes on.
             if let Err(e) = shared.control.delete(receipt).await {
-                telemetry::ack_failed(id, "delete", &e);
+                telemetry::ack_failed(id, AckAction::Delete, &e);
             }
         }
         Some(Ok(Settle::Own(outcome))) => match outcome.end {
             End::Finished => match shared.control.delete(receipt).await {
                 Ok(()) => telemetry::task_completed(id, &task, outcome.rows, started.elapsed()),
                 // The rows are out; the task will be redelivered and its chunk repeated.
-                Err(e) => telemetry::ack_failed(id, "delete", &e),
+                Err(e) => telemetry::ack_failed(id, AckAction::Delete, &e),
             },
             End::Checkpoint(next) => {
                 checkpoint(shared, delivery, &task, next, outcome.rows, started).await
@@ -220,7 +220,7 @@ async fn reject(shared: &Shared, delivery: &Delivery<'_>, rejection: &task::Reje
             rejection.reason.label(),
             rejection.detail
         );
-        record_failure(shared, "rejection", job, *segment, &error, dead).await;
+        record_failure(shared, LedgerOp::Rejection, job, *segment, &error, dead).await;
     }
     let delay = retry::release_delay(receive_count);
     release(&shared.control, id, receipt, delay).await;
@@ -262,14 +262,14 @@ async fn start_from_ledger(
         Ok(Some(record)) => record,
         Ok(None) => return false,
         Err(e) => {
-            telemetry::ledger_error("start", job, segment, e.as_ref());
+            telemetry::ledger_error(LedgerOp::Start, job, segment, e.as_ref());
             return false;
         }
     };
     let decision = match dedup::decide(&record, claim) {
         Ok(decision) => decision,
         Err(e) => {
-            telemetry::ledger_error("start", job, segment, e.as_ref());
+            telemetry::ledger_error(LedgerOp::Start, job, segment, e.as_ref());
             return false;
         }
     };
@@ -282,7 +282,7 @@ async fn start_from_ledger(
                 .segment_new_run(task, job, &shared.worker_id, claim.run)
                 .await
             {
-                telemetry::ledger_error("start", job, segment, e.as_ref());
+                telemetry::ledger_error(LedgerOp::Start, job, segment, e.as_ref());
             }
             return false;
         }
@@ -299,7 +299,7 @@ async fn start_from_ledger(
         }
     }
     if let Err(e) = shared.control.delete(receipt).await {
-        telemetry::ack_failed(id, "delete", &e);
+        telemetry::ack_failed(id, AckAction::Delete, &e);
     }
     true
 }
@@ -325,7 +325,15 @@ async fn fail(
     }
     if let Some(job) = task.job_id.as_deref() {
         let error = crate::error_chain(err);
-        record_failure(shared, "failure", job, task.segment as u32, &error, dead).await;
+        record_failure(
+            shared,
+            LedgerOp::Failure,
+            job,
+            task.segment as u32,
+            &error,
+            dead,
+        )
+        .await;
     }
     release(&shared.control, id, receipt, delay).await;
 }
@@ -334,7 +342,7 @@ async fn fail(
 /// write in `scanfleet_ledger_errors_total`).
 async fn record_failure(
     shared: &Shared,
-    op: &'static str,
+    op: LedgerOp,
     job: &str,
     segment: u32,
     error: &str,
@@ -350,7 +358,7 @@ async fn record_failure(
         telemetry::ledger_error(op, job, segment, e.as_ref());
     }
     if dead && let Err(e) = ledger.add_failure_to_job(job).await {
-        telemetry::ledger_error("job_totals", job, segment, e.as_ref());
+        telemetry::ledger_error(LedgerOp::JobTotals, job, segment, e.as_ref());
     }
 }
 
@@ -392,15 +400,18 @@ async fn record_chunk(
         Ok(Recorded::Counted) => {
             match ledger.add_chunk_to_job(job, &report, reported).await {
                 Ok(()) => progress.taken_back().await,
-                Err(e) => {
-                    telemetry::ledger_error("job_totals", job, task.segment as u32, e.as_ref())
-                }
+                Err(e) => telemetry::ledger_error(
+                    LedgerOp::JobTotals,
+                    job,
+                    task.segment as u32,
+                    e.as_ref(),
+                ),
             }
             return Ok(Settle::Own(outcome));
         }
         Ok(Recorded::Refused(record)) => record,
         Err(e) => {
-            telemetry::ledger_error("chunk", job, task.segment as u32, e.as_ref());
+            telemetry::ledger_error(LedgerOp::Chunk, job, task.segment as u32, e.as_ref());
             return Err(e);
         }
     };
@@ -465,7 +476,7 @@ async fn checkpoint(
     }
     match shared.control.delete(receipt).await {
         Ok(()) => telemetry::task_checkpointed(id, task, rows, started.elapsed()),
-        Err(e) => telemetry::ack_failed(id, "delete", &e),
+        Err(e) => telemetry::ack_failed(id, AckAction::Delete, &e),
     }
 }
 
