@@ -26,7 +26,7 @@ pub struct Aws {
 
 impl Aws {
     pub async fn from_env() -> Self {
-        let cfg = crate::aws_config().await;
+        let cfg = crate::aws::config().await;
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(&cfg),
             sqs: aws_sdk_sqs::Client::new(&cfg),

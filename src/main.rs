@@ -184,7 +184,9 @@ fn main() -> ExitCode {
     };
     // Every command signs AWS calls: a credential variable that cannot sign (a secret file's
     // trailing newline) stops here, named, rather than failing each call later.
-    if let Err(e) = scanfleet::direct::check_credential_variables(|name| std::env::var_os(name)) {
+    if let Err(e) =
+        scanfleet::aws::direct::check_credential_variables(|name| std::env::var_os(name))
+    {
         eprintln!("scanfleet: configuration: {e}");
         return ExitCode::FAILURE;
     }
@@ -249,7 +251,7 @@ async fn ledger(settings: &Settings, command: &str) -> Result<Ledger, BoxError> 
             "configuration: ledger.table is required for {command} (env SCANFLEET__LEDGER__TABLE)"
         )
     })?;
-    let aws = scanfleet::aws_config().await;
+    let aws = scanfleet::aws::config().await;
     Ok(Ledger::new(aws_sdk_dynamodb::Client::new(&aws), table))
 }
 
@@ -275,7 +277,7 @@ async fn run_reconcile(
     settings.validate_for_enqueue()?;
     telemetry::init_logging(&settings.log);
     let ledger = ledger(&settings, "reconcile").await?;
-    let sqs_client = aws_sdk_sqs::Client::new(&scanfleet::aws_config().await);
+    let sqs_client = aws_sdk_sqs::Client::new(&scanfleet::aws::config().await);
     let opts = jobs::ReconcileOptions {
         control_url: &settings.control.queue_url,
         redrive_from: redrive_from.as_deref(),
@@ -289,7 +291,7 @@ async fn run_reconcile(
 
 async fn run_plan(settings: Settings, table: String, workers: Option<u32>) -> Result<(), BoxError> {
     telemetry::init_logging(&settings.log);
-    let aws = scanfleet::aws_config().await;
+    let aws = scanfleet::aws::config().await;
     let (size, items) = plan::describe(&aws_sdk_dynamodb::Client::new(&aws), &table).await?;
     let p = plan::plan(size, items, workers, settings.worker.concurrency);
     for reason in &p.reasons {
@@ -319,7 +321,7 @@ async fn run_enqueue(settings: Settings, job: Job, wait: Option<Duration>) -> Re
     // Validated by the workers' rules first (nothing is sent for a bad job), then, when the
     // job has expressions, by DynamoDB itself with a one-row probe scan.
     enqueue::task_bodies(&job)?;
-    let aws = scanfleet::aws_config().await;
+    let aws = scanfleet::aws::config().await;
     let options = job
         .options
         .clone()
@@ -383,8 +385,8 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
     let metrics = telemetry::install_metrics(tables.map(String::as_str));
     // The SDK's service calls and the direct clients share the transport's connector: one
     // pool, one proxy decision.
-    let transport = scanfleet::transport::Transport::new();
-    let aws = scanfleet::aws_config_on(&transport).await;
+    let transport = scanfleet::aws::transport::Transport::new();
+    let aws = scanfleet::aws::config_on(&transport).await;
     let sqs_client = aws_sdk_sqs::Client::new(&aws);
     let output_url = &settings.output.queue_url;
     let max_message_bytes = match sqs::max_message_size(&sqs_client, output_url).await {

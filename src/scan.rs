@@ -1,6 +1,6 @@
 //! One `Scan` page of a segment, through either client (`scan.client`), as [`Row`]s.
 //!
-//! The direct client (see [`crate::direct`] for why) writes the request itself and turns the
+//! The direct client (see [`crate::aws::direct`] for why) writes the request itself and turns the
 //! answer's items into rows straight from their JSON text ([`RowWriter::seed`]): the SDK's
 //! typed answer, a map of `AttributeValue`s per row, was the largest single cost of the worker
 //! once `SendMessageBatch` left the SDK. Pagination, the start key and the page's accounting
@@ -19,7 +19,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
-use crate::direct::{EndpointInputs, JsonClient, SetupError};
+use crate::aws::direct::{EndpointInputs, JsonClient, SetupError};
 use crate::item::{self, DynamoItem, Item, Row, RowWriter};
 use crate::retry::{self, CallError, Class};
 use crate::telemetry;
@@ -356,7 +356,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::direct::tests::endpoints;
+    use crate::aws::direct::tests::endpoints;
     use crate::settings::OutputFormat;
 
     fn request(values: Option<&HashMap<String, AttributeValue>>) -> ScanRequest<'_> {
@@ -488,7 +488,7 @@ mod tests {
     #[tokio::test]
     async fn the_endpoint_follows_the_sdks_rules() {
         let got = endpoints(|sdk| async move {
-            DirectScan::new(&sdk, crate::transport::Transport::new().calls())
+            DirectScan::new(&sdk, crate::aws::transport::Transport::new().calls())
                 .await
                 .expect("set up")
                 .client

@@ -84,7 +84,7 @@ pub enum OutputFormat {
 #[serde(rename_all = "lowercase")]
 pub enum ClientKind {
     /// scanfleet's own client (SigV4-signed JSON over a pooled connection, see
-    /// `crate::direct`): a fraction of the SDK's CPU per row.
+    /// `crate::aws::direct`): a fraction of the SDK's CPU per row.
     Direct,
     /// The AWS SDK's own request pipeline, like every other call: the fallback should the
     /// direct client not suit an endpoint.

@@ -15,7 +15,7 @@ use aws_sdk_sqs::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 
 use super::{EntryFailure, OutMessage, account_for};
-use crate::direct::{EndpointInputs, JsonClient, SetupError};
+use crate::aws::direct::{EndpointInputs, JsonClient, SetupError};
 use crate::json;
 use crate::retry::{CallError, Class};
 
@@ -167,7 +167,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::direct::tests::endpoints;
+    use crate::aws::direct::tests::endpoints;
     use crate::sqs::Attribute;
 
     fn row(body: &str, row_id: &str, group: Option<&str>) -> OutMessage {
@@ -226,7 +226,7 @@ mod tests {
     #[tokio::test]
     async fn the_endpoint_follows_the_sdks_rules() {
         let got = endpoints(|sdk| async move {
-            DirectSqs::new(&sdk, crate::transport::Transport::new().calls())
+            DirectSqs::new(&sdk, crate::aws::transport::Transport::new().calls())
                 .await
                 .expect("set up")
                 .client

@@ -57,7 +57,7 @@ impl Transport {
             .clone()
     }
 
-    /// The connector of the service calls ([`crate::aws_config_on`]'s timeouts), which the
+    /// The connector of the service calls ([`crate::aws::config_on`]'s timeouts), which the
     /// direct clients use too.
     pub fn calls(&self) -> SharedHttpConnector {
         self.connector(&call_settings())
@@ -77,9 +77,9 @@ impl Transport {
     }
 }
 
-/// The connector settings the SDK derives from [`crate::timeouts`] for a service call.
+/// The connector settings the SDK derives from [`crate::aws::timeouts`] for a service call.
 fn call_settings() -> HttpConnectorSettings {
-    let timeouts = crate::timeouts();
+    let timeouts = crate::aws::timeouts();
     let mut settings = HttpConnectorSettings::builder();
     if let Some(t) = timeouts.connect_timeout() {
         settings = settings.connect_timeout(t);
@@ -105,7 +105,7 @@ mod tests {
             .credentials_provider(Credentials::new("AKID", "secret", None, None, "t"))
             // Nothing listens on port 1: the call fails, after asking for its connector.
             .endpoint_url("http://127.0.0.1:1")
-            .timeout_config(crate::timeouts())
+            .timeout_config(crate::aws::timeouts())
             .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
             .http_client(transport.http_client())
             .build();

@@ -37,7 +37,7 @@ const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// Signed JSON calls to one service endpoint.
 pub struct JsonClient {
-    /// The process's connector (`crate::transport::Transport::calls`): its pool, TLS and proxy
+    /// The process's connector (`crate::aws::transport::Transport::calls`): its pool, TLS and proxy
     /// settings.
     http: SharedHttpConnector,
     endpoint: http::Uri,
@@ -247,7 +247,7 @@ impl JsonClient {
             signing_name,
             credentials,
             cached: Mutex::new(None),
-            attempt_timeout: crate::ATTEMPT_TIMEOUT,
+            attempt_timeout: crate::aws::ATTEMPT_TIMEOUT,
             user_agent: HeaderValue::from_static(concat!("scanfleet/", env!("CARGO_PKG_VERSION"))),
             clock_correction_ms: AtomicI64::new(0),
         })
@@ -648,7 +648,7 @@ pub(crate) mod tests {
         let endpoint = Endpoint::builder().url(url.to_owned()).build();
         JsonClient::new(
             &sdk,
-            crate::transport::Transport::new().calls(),
+            crate::aws::transport::Transport::new().calls(),
             service,
             "eu-west-1".into(),
             Ok(endpoint),
@@ -873,7 +873,7 @@ pub(crate) mod tests {
         let endpoint = Endpoint::builder().url("http://127.0.0.1:4566").build();
         let client = JsonClient::new(
             &sdk,
-            crate::transport::Transport::new().calls(),
+            crate::aws::transport::Transport::new().calls(),
             "dynamodb",
             "eu-west-1\n".into(),
             Ok(endpoint),
