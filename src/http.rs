@@ -1,7 +1,8 @@
-//! `/metrics`, `/healthz` and `/readyz` on `metrics.listen`.
+//! `/metrics`, `/healthz` and `/readyz` on `metrics.listen`, and the [`Health`] they report.
+//! Knows nothing of tasks: the worker sets `Health`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -10,7 +11,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::Health;
+/// State the HTTP endpoints report; the worker sets it.
+#[derive(Default)]
+pub struct Health {
+    /// Set after the first successful receive; cleared when draining starts.
+    pub ready: AtomicBool,
+}
 
 /// Serves until `shutdown` fires. The listener is bound by the caller, so a bad address
 /// fails start-up rather than a background task.

@@ -21,11 +21,12 @@ use std::time::Duration;
 
 /// SQS's default MaximumMessageSize, assumed when the queue's own cannot be read.
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
+use scanfleet::http::Health;
 use scanfleet::scan::{DirectScan, Scanner};
 use scanfleet::settings::{ClientKind, Settings};
 use scanfleet::sqs::direct::DirectSqs;
 use scanfleet::sqs::{ControlQueue, Publisher};
-use scanfleet::worker::{self, Health};
+use scanfleet::worker;
 use scanfleet::{http, telemetry};
 
 /// DynamoDB parallel scans as a horizontally scaled SQS job.

@@ -7,7 +7,7 @@
 //! `crate::sqs`/`crate::ledger` do.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::BoxError;
+use crate::http::Health;
 use crate::ledger::Ledger;
 use crate::pipeline::Output;
 use crate::retry;
@@ -33,13 +34,6 @@ use task::{hand_back, run_task};
 
 /// SQS returns at most 10 messages per ReceiveMessage call.
 const MAX_RECEIVE: usize = 10;
-
-/// State the HTTP endpoints report.
-#[derive(Default)]
-pub struct Health {
-    /// Set after the first successful receive; cleared when draining starts.
-    pub ready: AtomicBool,
-}
 
 struct Shared {
     control: ControlQueue,
