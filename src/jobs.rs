@@ -32,7 +32,9 @@ const STILL_BEFORE_FULL_READ: Duration = Duration::from_secs(60);
 /// failing.
 pub async fn wait(ledger: &Ledger, job: &str, every: Duration) -> Result<Summary, BoxError> {
     let mut progress = Progress::new(every);
-    let mut s = read_retrying(|| status(ledger, job)).await?;
+    // The last full read, and what is shown: that read brought up to date with the totals.
+    let mut read = read_retrying(|| status(ledger, job)).await?;
+    let mut s = read.clone();
     let mut read_at = Instant::now();
     let (mut totals, mut still_since) = (None, Instant::now());
     let mut failed_at_full_read = 0;
@@ -54,12 +56,15 @@ pub async fn wait(ledger: &Ledger, job: &str, every: Duration) -> Result<Summary
             || now.segments_failed > failed_at_full_read
             || still_since.elapsed() >= STILL_BEFORE_FULL_READ;
         if full {
-            s = read_retrying(|| status(ledger, job)).await?;
+            read = read_retrying(|| status(ledger, job)).await?;
+            s = read.clone();
             read_at = Instant::now();
             failed_at_full_read = now.segments_failed;
             still_since = Instant::now();
         } else {
-            s = s.with_totals(&now, read_at.elapsed());
+            // From the last full read, not the last figures shown: the time since that read is
+            // added once, not again at every poll.
+            s = read.with_totals(&now, read_at.elapsed());
         }
     }
 }
