@@ -269,6 +269,16 @@ pub type VisibilityError =
 pub type DeleteError = SdkError<aws_sdk_sqs::operation::delete_message::DeleteMessageError>;
 pub type SendMessageError = SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>;
 
+/// A task that could not be put on the control queue.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskSendError {
+    /// Not sent: no worker would accept it.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Send(#[from] Box<SendMessageError>),
+}
+
 impl ControlQueue {
     pub async fn receive(
         &self,
@@ -306,11 +316,14 @@ impl ControlQueue {
         Ok(())
     }
 
-    /// Puts a task on the control queue (a continuation), as JSON text SQS accepts (its start
-    /// key may hold U+FFFE or U+FFFF, see [`crate::json::sqs_safe`]).
-    pub async fn send(&self, task: &crate::task::TaskMessage) -> Result<(), SendMessageError> {
-        self.send_body(crate::json::to_sqs_text(task).expect("task messages always serialize"))
+    /// Puts a task on the control queue (a continuation), as the text [`crate::task::body_of`]
+    /// makes of it: JSON SQS accepts (its start key may hold U+FFFE or U+FFFF), refused before
+    /// sending when a worker would reject it as too large.
+    pub async fn send(&self, task: &crate::task::TaskMessage) -> Result<(), TaskSendError> {
+        let body = crate::task::body_of(task).map_err(TaskSendError::Invalid)?;
+        self.send_body(body)
             .await
+            .map_err(|e| TaskSendError::Send(Box::new(e)))
     }
 
     /// Puts a message body on the control queue as it is (a task sent again).

@@ -461,11 +461,12 @@ async fn checkpoint(
     started: Instant,
 ) {
     let Delivery { id, receipt, .. } = *delivery;
-    let body = task
-        .continuation(next, id)
-        .and_then(|continuation| task::body_of(&continuation.to_message()));
-    let sent: Result<(), BoxError> = match body {
-        Ok(body) => shared.control.send_body(body).await.map_err(BoxError::from),
+    let sent: Result<(), BoxError> = match task.continuation(next, id) {
+        Ok(continuation) => shared
+            .control
+            .send(&continuation.to_message())
+            .await
+            .map_err(BoxError::from),
         Err(e) => Err(e.into()),
     };
     if let Err(e) = sent {
