@@ -23,6 +23,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ReturnConsumedCapacity, ScalarAttributeType, TableStatus,
@@ -237,17 +238,18 @@ where
 }
 
 impl Ledger {
-    /// An UpdateItem on the record of `task`'s segment in `job`.
-    fn segment_update(
-        &self,
-        job: &str,
-        segment: u32,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    /// An UpdateItem on item `item` (`job` or `segment#…`) of `job`.
+    fn item_update(&self, job: &str, item: String) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(job))
-            .key(SK, s(segment_item(segment)))
+            .key(SK, s(item))
+    }
+
+    /// An UpdateItem on the record of `segment` in `job`.
+    fn segment_update(&self, job: &str, segment: u32) -> UpdateItemFluentBuilder {
+        self.item_update(job, segment_item(segment))
     }
 
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -383,12 +385,7 @@ impl Ledger {
 
     /// An update of a segment's record that marks it running on `worker` now (`#st`,
     /// `:running`, `:w`, `:now` are set for the expression).
-    fn running_update(
-        &self,
-        job: &str,
-        segment: u32,
-        worker: &str,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn running_update(&self, job: &str, segment: u32, worker: &str) -> UpdateItemFluentBuilder {
         self.segment_update(job, segment)
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":running", s(status::RUNNING))
@@ -427,7 +424,6 @@ impl Ledger {
         unless_condition_failed(update.send().await)
     }
 
-    /// A sign of life while a chunk runs (with each visibility extension).
     /// A sign of life while a chunk runs, with what the chunk has done so far (`scanned`,
     /// `published`: the segment's provisional figures). `false`: the record is not this
     /// worker's running segment (nothing written).
@@ -652,15 +648,8 @@ impl Ledger {
     }
 
     /// An UpdateItem on the job's record, if it has one.
-    fn job_update(
-        &self,
-        job: &str,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(job))
-            .key(SK, s(JOB_ITEM))
+    fn job_update(&self, job: &str) -> UpdateItemFluentBuilder {
+        self.item_update(job, JOB_ITEM.to_owned())
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK)
     }
