@@ -22,9 +22,18 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::json;
-use crate::settings::OutputFormat;
 
 pub type Item = HashMap<String, AttributeValue>;
+
+/// The body format of the output messages (`output.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// The item as ordinary JSON (`{"PK":"a","n":12}`).
+    Plain,
+    /// DynamoDB attribute-value JSON (`{"PK":{"S":"a"},"n":{"N":"12"}}`).
+    Dynamodb,
+}
 
 /// Serializes one item as a message body in the configured format, fit for SQS
 /// ([`json::sqs_safe`]).

@@ -257,7 +257,7 @@ async fn ledger(settings: &Settings, command: &str) -> Result<Ledger, BoxError> 
 }
 
 async fn run_status(settings: Settings, job: String, json: bool) -> Result<(), BoxError> {
-    telemetry::init_logging(&settings.log);
+    telemetry::init_logging(&settings.log.level, settings.log.format);
     let ledger = ledger(&settings, "status").await?;
     let summary = jobs::status(&ledger, &job).await?;
     if json {
@@ -276,7 +276,7 @@ async fn run_reconcile(
     force: bool,
 ) -> Result<(), BoxError> {
     settings.validate_for_enqueue()?;
-    telemetry::init_logging(&settings.log);
+    telemetry::init_logging(&settings.log.level, settings.log.format);
     let ledger = ledger(&settings, "reconcile").await?;
     let sqs_client = aws_sdk_sqs::Client::new(&scanfleet::aws::config().await);
     let opts = jobs::ReconcileOptions {
@@ -291,7 +291,7 @@ async fn run_reconcile(
 }
 
 async fn run_plan(settings: Settings, table: String, workers: Option<u32>) -> Result<(), BoxError> {
-    telemetry::init_logging(&settings.log);
+    telemetry::init_logging(&settings.log.level, settings.log.format);
     let aws = scanfleet::aws::config().await;
     let (size, items) = plan::describe(&aws_sdk_dynamodb::Client::new(&aws), &table).await?;
     let p = plan::plan(size, items, workers, settings.worker.concurrency);
@@ -303,7 +303,7 @@ async fn run_plan(settings: Settings, table: String, workers: Option<u32>) -> Re
 }
 
 async fn run_ledger_create(settings: Settings) -> Result<(), BoxError> {
-    telemetry::init_logging(&settings.log);
+    telemetry::init_logging(&settings.log.level, settings.log.format);
     let ledger = ledger(&settings, "ledger create").await?;
     if ledger.create_table().await? {
         println!("created ledger table {} (on-demand billing)", ledger.table);
@@ -315,7 +315,7 @@ async fn run_ledger_create(settings: Settings) -> Result<(), BoxError> {
 
 async fn run_enqueue(settings: Settings, job: Job, wait: Option<Duration>) -> Result<(), BoxError> {
     settings.validate_for_enqueue()?;
-    telemetry::init_logging(&settings.log);
+    telemetry::init_logging(&settings.log.level, settings.log.format);
     if wait.is_some() && settings.ledger.table().is_none() {
         return Err("configuration: ledger.table is required for enqueue --wait (env SCANFLEET__LEDGER__TABLE)".into());
     }
@@ -372,7 +372,7 @@ async fn run_enqueue(settings: Settings, job: Job, wait: Option<Duration>) -> Re
 
 async fn run_worker(settings: Settings) -> Result<(), BoxError> {
     settings.validate_for_worker()?;
-    telemetry::init_logging(&settings.log);
+    telemetry::init_logging(&settings.log.level, settings.log.format);
     let listener = tokio::net::TcpListener::bind(settings.metrics.listen)
         .await
         .map_err(|e| {
@@ -383,7 +383,10 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
         })?;
     let scan = &settings.scan;
     let tables = std::iter::once(&scan.default_table).chain(&scan.allowed_tables);
-    let metrics = telemetry::install_metrics(tables.map(String::as_str));
+    let metrics = telemetry::install_metrics(
+        tables.map(String::as_str),
+        &scanfleet::task::RejectReason::labels(),
+    );
     // The SDK's service calls and the direct clients share the transport's connector: one
     // pool, one proxy decision.
     let transport = scanfleet::aws::transport::Transport::new();

@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{Batcher, TooLarge};
 use crate::budget::{self, ReadBudget};
 pub use crate::item::Item;
+use crate::item::OutputFormat;
 use crate::item::{self, Row, RowWriter};
 use crate::scan::{Page, ScanError, ScanRequest, Scanner};
-use crate::settings::OutputFormat;
 use crate::sqs::{self, Attribute, OutMessage, Publisher, SendError};
 use crate::task::Task;
 use crate::telemetry;
@@ -637,7 +637,7 @@ async fn divert_oversize(
 ) -> Result<(), SegmentError> {
     let key = item::key_to_json(row_key);
     let Some(url) = &out.oversize_queue_url else {
-        telemetry::row_oversize(&task.table, &key, size, false);
+        telemetry::row_oversize(&task.table, &key, size, telemetry::Oversize::Failed);
         return Err(SegmentError::Oversize {
             key: key.to_string(),
             size,
@@ -665,7 +665,7 @@ async fn divert_oversize(
             ));
     }
     send.send().await?;
-    telemetry::row_oversize(&task.table, &key, size, true);
+    telemetry::row_oversize(&task.table, &key, size, telemetry::Oversize::Diverted);
     Ok(())
 }
 

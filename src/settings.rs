@@ -11,6 +11,8 @@ use std::path::Path;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
+pub use crate::item::OutputFormat;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// The largest `worker.checkpoint_seconds`: SQS caps a message's visibility at 12 hours from its
@@ -67,15 +69,6 @@ pub struct ControlSettings {
     pub wait_time_seconds: u32,
     /// Visibility timeout of a received task; extended by the heartbeat while the task runs.
     pub visibility_timeout_seconds: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    /// The item as ordinary JSON (`{"PK":"a","n":12}`).
-    Plain,
-    /// DynamoDB attribute-value JSON (`{"PK":{"S":"a"},"n":{"N":"12"}}`).
-    Dynamodb,
 }
 
 /// What makes one of the worker's two hot calls: `Scan` (`scan.client`) or `SendMessageBatch`
@@ -167,17 +160,10 @@ pub struct MetricsSettings {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    pub format: LogFormat,
+    pub format: crate::telemetry::LogFormat,
     /// A `tracing` EnvFilter directive; `RUST_LOG` overrides it.
     pub level: String,
 }
@@ -351,6 +337,15 @@ fn require_url(key: &'static str, value: &str) -> Result<(), SettingsError> {
         ));
     }
     Ok(())
+}
+
+impl crate::task::TablePolicy for ScanSettings {
+    fn default_table(&self) -> &str {
+        &self.default_table
+    }
+    fn allows(&self, table: &str) -> bool {
+        ScanSettings::allows(self, table)
+    }
 }
 
 #[cfg(test)]

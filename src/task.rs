@@ -117,6 +117,11 @@ impl RejectReason {
         RejectReason::BadExpression,
     ];
 
+    /// Every reason's label, for the counters that start at zero.
+    pub fn labels() -> [&'static str; 5] {
+        Self::ALL.map(Self::label)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             RejectReason::Malformed => "malformed",
@@ -172,15 +177,6 @@ fn valid_id(id: &str) -> bool {
 pub trait TablePolicy {
     fn default_table(&self) -> &str;
     fn allows(&self, table: &str) -> bool;
-}
-
-impl TablePolicy for crate::settings::ScanSettings {
-    fn default_table(&self) -> &str {
-        &self.default_table
-    }
-    fn allows(&self, table: &str) -> bool {
-        crate::settings::ScanSettings::allows(self, table)
-    }
 }
 
 /// Parses and validates one control-queue message body.
@@ -332,6 +328,17 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
 }
 
 impl Task {
+    /// The task as the telemetry emitters take it.
+    pub fn fields(&self) -> crate::telemetry::TaskFields<'_> {
+        crate::telemetry::TaskFields {
+            table: &self.table,
+            segment: self.segment,
+            total_segments: self.total_segments,
+            chunk: self.chunk,
+            job_id: self.job_id.as_deref().unwrap_or_default(),
+        }
+    }
+
     /// Which task this message is, across the copies scanfleet sends of it: the id of the
     /// message it stands in for, or its own message id.
     pub fn instance<'a>(&'a self, message_id: &'a str) -> &'a str {

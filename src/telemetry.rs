@@ -10,8 +10,45 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::{LogFormat, LogSettings};
-use crate::task::{RejectReason, Rejection, Task};
+/// What the emitters need to know of a task, as plain values: telemetry sits below the domain
+/// and knows nothing of its types (`crate::task::Task::fields` makes one).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskFields<'a> {
+    pub table: &'a str,
+    pub segment: i32,
+    pub total_segments: i32,
+    pub chunk: u32,
+    /// Empty when the task names no job.
+    pub job_id: &'a str,
+}
+
+/// The log line's format (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The `outcome` label of `scanfleet_rows_oversize_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// Sent to `output.oversize_queue_url` instead.
+    Diverted,
+    /// Failed its task (no oversize queue is set).
+    Failed,
+}
+
+impl Oversize {
+    pub const ALL: [Oversize; 2] = [Oversize::Diverted, Oversize::Failed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Oversize::Diverted => "diverted",
+            Oversize::Failed => "failed",
+        }
+    }
+}
 
 /// Metric names: part of the public contract (dashboards and alerts use them).
 pub mod names {
@@ -111,12 +148,16 @@ impl AckAction {
 }
 
 /// Installs the Prometheus recorder and describes every metric. `tables`: those the worker may
-/// scan, whose per-table task counters start at zero.
-pub fn install_metrics<'a>(tables: impl IntoIterator<Item = &'a str>) -> PrometheusHandle {
+/// scan, whose per-table task counters start at zero; `reasons`: every rejection reason label,
+/// whose rejection and dead-letter counters start at zero.
+pub fn install_metrics<'a>(
+    tables: impl IntoIterator<Item = &'a str>,
+    reasons: &[&'static str],
+) -> PrometheusHandle {
     let handle = builder()
         .install_recorder()
         .expect("the metrics recorder is installed once, at start-up");
-    describe_and_zero(tables);
+    describe_and_zero(tables, reasons);
     handle
 }
 
@@ -131,7 +172,7 @@ fn builder() -> PrometheusBuilder {
 }
 
 /// Describes every metric and zero-initialises the counters, on the current recorder.
-fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>) {
+fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>, reasons: &[&'static str]) {
     use names::*;
     describe_counter!(
         TASKS_RECEIVED,
@@ -238,9 +279,9 @@ fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>) {
         counter!(TASKS_FAILED, "table" => table.to_owned()).increment(0);
         counter!(CHECKPOINTS, "table" => table.to_owned()).increment(0);
     }
-    for reason in RejectReason::ALL {
-        counter!(TASKS_REJECTED, "reason" => reason.label()).increment(0);
-        counter!(TASKS_DEAD_LETTERED, "reason" => reason.label()).increment(0);
+    for &reason in reasons {
+        counter!(TASKS_REJECTED, "reason" => reason).increment(0);
+        counter!(TASKS_DEAD_LETTERED, "reason" => reason).increment(0);
     }
     counter!(TASKS_DEAD_LETTERED, "reason" => DEAD_AFTER_FAILING).increment(0);
     for op in LedgerOp::ALL {
@@ -249,8 +290,8 @@ fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>) {
     for action in AckAction::ALL {
         counter!(ACK_ERRORS, "action" => action.label()).increment(0);
     }
-    for outcome in ["diverted", "failed"] {
-        counter!(ROWS_OVERSIZE, "outcome" => outcome).increment(0);
+    for outcome in Oversize::ALL {
+        counter!(ROWS_OVERSIZE, "outcome" => outcome.label()).increment(0);
     }
     // The signing names of the direct clients (scan.rs, sqs/direct.rs).
     for service in ["sqs", "dynamodb"] {
@@ -261,22 +302,23 @@ fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>) {
 }
 
 /// Starts logging to stderr (stdout stays free for command output such as a job id).
-pub fn init_logging(settings: &LogSettings) {
+/// `level`: a `tracing` EnvFilter directive (`log.level`, checked when the settings load).
+pub fn init_logging(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(level))
         .expect("log.level is checked when the settings load");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match settings.format {
+    match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
 }
 
-fn task_labels(task: &Task) -> [(&'static str, String); 1] {
-    [("table", task.table.clone())]
+fn task_labels(task: TaskFields) -> [(&'static str, String); 1] {
+    [("table", task.table.to_owned())]
 }
 
 pub fn task_received(message_id: &str, receive_count: u32) {
@@ -284,25 +326,26 @@ pub fn task_received(message_id: &str, receive_count: u32) {
     tracing::debug!(message_id, receive_count, "task received");
 }
 
-pub fn task_rejected(message_id: &str, receive_count: u32, rejection: &Rejection) {
-    counter!(names::TASKS_REJECTED, "reason" => rejection.reason.label()).increment(1);
+/// `reason`: the rejection's label; `detail`: what was wrong.
+pub fn task_rejected(message_id: &str, receive_count: u32, reason: &'static str, detail: &str) {
+    counter!(names::TASKS_REJECTED, "reason" => reason).increment(1);
     warn!(
         message_id,
         receive_count,
-        reason = rejection.reason.label(),
-        detail = %rejection.detail,
+        reason,
+        detail,
         "invalid task rejected; left on the queue for its dead-letter queue"
     );
 }
 
-pub fn task_started(message_id: &str, task: &Task) {
+pub fn task_started(message_id: &str, task: TaskFields) {
     gauge!(names::TASKS_IN_FLIGHT).increment(1.0);
     info!(
         message_id,
-        table = %task.table,
+        table = task.table,
         segment = task.segment,
         total_segments = task.total_segments,
-        job_id = task.job_id.as_deref().unwrap_or(""),
+        job_id = task.job_id,
         "task started"
     );
 }
@@ -312,12 +355,12 @@ pub fn task_ended() {
     gauge!(names::TASKS_IN_FLIGHT).decrement(1.0);
 }
 
-pub fn task_completed(message_id: &str, task: &Task, rows: u64, elapsed: Duration) {
+pub fn task_completed(message_id: &str, task: TaskFields, rows: u64, elapsed: Duration) {
     counter!(names::TASKS_COMPLETED, &task_labels(task)).increment(1);
     histogram!(names::TASK_DURATION).record(elapsed.as_secs_f64());
     info!(
         message_id,
-        table = %task.table,
+        table = task.table,
         segment = task.segment,
         rows,
         seconds = elapsed.as_secs_f64(),
@@ -325,11 +368,16 @@ pub fn task_completed(message_id: &str, task: &Task, rows: u64, elapsed: Duratio
     );
 }
 
-pub fn task_failed(message_id: &str, task: &Task, err: &dyn std::error::Error, retry_in: Duration) {
+pub fn task_failed(
+    message_id: &str,
+    task: TaskFields,
+    err: &dyn std::error::Error,
+    retry_in: Duration,
+) {
     counter!(names::TASKS_FAILED, &task_labels(task)).increment(1);
     error!(
         message_id,
-        table = %task.table,
+        table = task.table,
         segment = task.segment,
         error = %crate::error_chain(err),
         retry_in_seconds = retry_in.as_secs(),
@@ -337,9 +385,14 @@ pub fn task_failed(message_id: &str, task: &Task, err: &dyn std::error::Error, r
     );
 }
 
-pub fn task_handed_back(message_id: &str, task: &Task) {
+pub fn task_handed_back(message_id: &str, task: TaskFields) {
     counter!(names::TASKS_HANDED_BACK).increment(1);
-    warn!(message_id, table = %task.table, segment = task.segment, "shutdown: task handed back unfinished");
+    warn!(
+        message_id,
+        table = task.table,
+        segment = task.segment,
+        "shutdown: task handed back unfinished"
+    );
 }
 
 /// `scanned`: the rows DynamoDB read (`ScannedCount`, before any filter), as the ledger counts.
@@ -378,9 +431,10 @@ pub fn clock_corrected(service: &'static str, offset_ms: i64) {
 const DEAD_AFTER_FAILING: &str = "failed";
 
 /// A task released on its last allowed receive: SQS moves it to the dead-letter queue.
-/// `rejection`: why it was rejected; `None`: it failed (its failure was logged already).
-pub fn task_dead_lettered(message_id: &str, rejection: Option<&Rejection>) {
-    let reason = rejection.map_or(DEAD_AFTER_FAILING, |r| r.reason.label());
+/// `rejection`: the label of why it was rejected; `None`: it failed (its failure was logged
+/// already).
+pub fn task_dead_lettered(message_id: &str, rejection: Option<&'static str>) {
+    let reason = rejection.unwrap_or(DEAD_AFTER_FAILING);
     counter!(names::TASKS_DEAD_LETTERED, "reason" => reason).increment(1);
     error!(
         message_id,
@@ -422,12 +476,12 @@ pub fn ack_failed(message_id: &str, action: AckAction, err: &dyn std::error::Err
     error!(message_id, action, error = %crate::error_chain(err), "task message could not be updated");
 }
 
-pub fn task_checkpointed(message_id: &str, task: &Task, rows: u64, elapsed: Duration) {
+pub fn task_checkpointed(message_id: &str, task: TaskFields, rows: u64, elapsed: Duration) {
     counter!(names::CHECKPOINTS, &task_labels(task)).increment(1);
     histogram!(names::TASK_DURATION).record(elapsed.as_secs_f64());
     info!(
         message_id,
-        table = %task.table,
+        table = task.table,
         segment = task.segment,
         chunk = task.chunk,
         rows,
@@ -452,10 +506,10 @@ pub fn task_sent_again(message_id: &str, receive_count: u32) {
 
 /// A task of another run of its job than the one its segment's ledger record counts: the
 /// segment starts over for the new run (the job was sent again).
-pub fn new_run(message_id: &str, task: &Task, ledger_run: Option<&str>, run: Option<&str>) {
+pub fn new_run(message_id: &str, task: TaskFields, ledger_run: Option<&str>, run: Option<&str>) {
     info!(
         message_id,
-        job_id = task.job_id.as_deref().unwrap_or_default(),
+        job_id = task.job_id,
         segment = task.segment,
         chunk = task.chunk,
         ledger_run = ledger_run.unwrap_or("(none)"),
@@ -470,7 +524,12 @@ pub fn task_panicked_unparsed(message_id: &str, err: &dyn std::error::Error) {
     error!(message_id, error = %err, "task failed");
 }
 
-pub fn duplicate_chunk(message_id: &str, task: &Task, ledger_chunks: u32, action: &'static str) {
+pub fn duplicate_chunk(
+    message_id: &str,
+    task: TaskFields,
+    ledger_chunks: u32,
+    action: &'static str,
+) {
     counter!(names::DUPLICATE_CHUNKS).increment(1);
     info!(
         message_id,
@@ -482,8 +541,8 @@ pub fn duplicate_chunk(message_id: &str, task: &Task, ledger_chunks: u32, action
     );
 }
 
-pub fn row_oversize(table: &str, key: &serde_json::Value, size: usize, diverted: bool) {
-    let outcome = if diverted { "diverted" } else { "failed" };
+pub fn row_oversize(table: &str, key: &serde_json::Value, size: usize, outcome: Oversize) {
+    let outcome = outcome.label();
     counter!(names::ROWS_OVERSIZE, "outcome" => outcome).increment(1);
     warn!(table, key = %key, size, outcome, "row too large for the output queue");
 }
@@ -508,7 +567,7 @@ mod tests {
         let recorder = builder().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            describe_and_zero(["orders", "users"]);
+            describe_and_zero(["orders", "users"], &crate::task::RejectReason::labels());
             f();
         });
         handle.render()
@@ -526,7 +585,8 @@ mod tests {
             &Tables,
         )
         .unwrap();
-        let text = rendered(|| task_checkpointed("m-1", &task, 10, Duration::from_secs(60)));
+        let text =
+            rendered(|| task_checkpointed("m-1", task.fields(), 10, Duration::from_secs(60)));
         // Each allowed table's series exists from start-up, as the completed and failed
         // counters' do; the failure-ratio alert divides by their sum per table.
         assert_eq!(
@@ -593,7 +653,7 @@ mod tests {
             crate::task::parse(r#"{"current_segment":0,"total_segments":1}"#, &Tables).unwrap();
         // A chunk of the longest checkpoint_seconds that took a minute more for its last page.
         let chunk = Duration::from_secs(crate::settings::MAX_CHECKPOINT_SECONDS + 60);
-        let text = rendered(|| task_checkpointed("m-1", &task, 10, chunk));
+        let text = rendered(|| task_checkpointed("m-1", task.fields(), 10, chunk));
         let bucket = |le: &str| {
             sample(
                 &text,

@@ -106,7 +106,7 @@ struct InFlight;
 
 impl InFlight {
     fn start(id: &str, task: &Task) -> Self {
-        telemetry::task_started(id, task);
+        telemetry::task_started(id, task.fields());
         InFlight
     }
 }
@@ -173,7 +173,7 @@ async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) 
     }
     match result {
         None => {
-            telemetry::task_handed_back(id, &task);
+            telemetry::task_handed_back(id, task.fields());
             hand_back(shared, delivery, body).await;
         }
         Some(Ok(Settle::Delete)) => {
@@ -184,7 +184,9 @@ async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) 
         }
         Some(Ok(Settle::Own(outcome))) => match outcome.end {
             End::Finished => match shared.control.delete(receipt).await {
-                Ok(()) => telemetry::task_completed(id, &task, outcome.rows, started.elapsed()),
+                Ok(()) => {
+                    telemetry::task_completed(id, task.fields(), outcome.rows, started.elapsed())
+                }
                 // The rows are out; the task will be redelivered and its chunk repeated.
                 Err(e) => telemetry::ack_failed(id, AckAction::Delete, &e),
             },
@@ -192,7 +194,7 @@ async fn handle_task(shared: &Arc<Shared>, delivery: &Delivery<'_>, body: &str) 
                 checkpoint(shared, delivery, &task, next, outcome.rows, started).await
             }
             End::NothingDone => {
-                telemetry::task_handed_back(id, &task);
+                telemetry::task_handed_back(id, task.fields());
                 hand_back(shared, delivery, body).await;
             }
         },
@@ -209,10 +211,15 @@ async fn reject(shared: &Shared, delivery: &Delivery<'_>, rejection: &task::Reje
         receipt,
         receive_count,
     } = *delivery;
-    telemetry::task_rejected(id, receive_count, rejection);
+    telemetry::task_rejected(
+        id,
+        receive_count,
+        rejection.reason.label(),
+        &rejection.detail,
+    );
     let dead = shared.last_receive(receive_count);
     if dead {
-        telemetry::task_dead_lettered(id, Some(rejection));
+        telemetry::task_dead_lettered(id, Some(rejection.reason.label()));
     }
     if let Some((job, segment)) = &rejection.job_segment {
         let error = format!(
@@ -277,7 +284,7 @@ async fn start_from_ledger(
     match decision {
         Decision::Run => return false,
         Decision::NewRun => {
-            telemetry::new_run(id, task, record.run_id.as_deref(), claim.run);
+            telemetry::new_run(id, task.fields(), record.run_id.as_deref(), claim.run);
             if let Err(e) = ledger
                 .segment_new_run(task, job, &shared.worker_id, claim.run)
                 .await
@@ -289,13 +296,18 @@ async fn start_from_ledger(
         Decision::Resume {
             resume_key: Some(key),
         } => {
-            telemetry::duplicate_chunk(id, task, record.chunks, "continued from the ledger");
+            telemetry::duplicate_chunk(
+                id,
+                task.fields(),
+                record.chunks,
+                "continued from the ledger",
+            );
             checkpoint(shared, delivery, task, key, 0, started).await;
             return true;
         }
-        Decision::Drop => telemetry::duplicate_chunk(id, task, record.chunks, "dropped"),
+        Decision::Drop => telemetry::duplicate_chunk(id, task.fields(), record.chunks, "dropped"),
         Decision::Resume { resume_key: None } => {
-            telemetry::duplicate_chunk(id, task, record.chunks, "segment already done")
+            telemetry::duplicate_chunk(id, task.fields(), record.chunks, "segment already done")
         }
     }
     if let Err(e) = shared.control.delete(receipt).await {
@@ -318,7 +330,7 @@ async fn fail(
         receive_count,
     } = *delivery;
     let delay = retry::release_delay(receive_count);
-    telemetry::task_failed(id, task, err, delay);
+    telemetry::task_failed(id, task.fields(), err, delay);
     let dead = shared.last_receive(receive_count);
     if dead {
         telemetry::task_dead_lettered(id, None);
@@ -420,15 +432,25 @@ async fn record_chunk(
         Decision::Run | Decision::NewRun => {
             // The ledger is behind this task (configured mid-job) or another run took the
             // segment over meanwhile: go on uncounted, from this run's own position.
-            telemetry::duplicate_chunk(id, task, record.chunks, "not counted; going on");
+            telemetry::duplicate_chunk(id, task.fields(), record.chunks, "not counted; going on");
             Settle::Own(outcome)
         }
         Decision::Drop => {
-            telemetry::duplicate_chunk(id, task, record.chunks, "dropped: counted by a copy");
+            telemetry::duplicate_chunk(
+                id,
+                task.fields(),
+                record.chunks,
+                "dropped: counted by a copy",
+            );
             Settle::Delete
         }
         Decision::Resume { resume_key } => {
-            telemetry::duplicate_chunk(id, task, record.chunks, "continue from the ledger");
+            telemetry::duplicate_chunk(
+                id,
+                task.fields(),
+                record.chunks,
+                "continue from the ledger",
+            );
             outcome.end = match resume_key {
                 Some(key) => End::Checkpoint(key),
                 None => End::Finished,
@@ -476,7 +498,7 @@ async fn checkpoint(
         return;
     }
     match shared.control.delete(receipt).await {
-        Ok(()) => telemetry::task_checkpointed(id, task, rows, started.elapsed()),
+        Ok(()) => telemetry::task_checkpointed(id, task.fields(), rows, started.elapsed()),
         Err(e) => telemetry::ack_failed(id, AckAction::Delete, &e),
     }
 }
