@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::item::{self, Item};
+use crate::codec::{self, Item};
 
 /// DynamoDB's limit on the length of any one expression.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
@@ -134,7 +134,7 @@ impl RawScanOptions {
                             "expression_attribute_values: {placeholder:?} must be : followed by letters, digits or _"
                         ));
                     }
-                    let value = item::value_from_json(value)
+                    let value = codec::value_from_json(value)
                         .map_err(|e| format!("expression_attribute_values: {placeholder}: {e}"))?;
                     values.insert(placeholder.clone(), value);
                 }
@@ -179,7 +179,7 @@ impl ScanOptions {
             expression_attribute_values: self
                 .expression_attribute_values
                 .as_ref()
-                .map(|v| item::item_to_json(v).expect("validated values serialize")),
+                .map(|v| codec::item_to_json(v).expect("validated values serialize")),
             consistent_read: self.consistent_read.then_some(true),
         }
     }

@@ -6,13 +6,13 @@
 pub mod aws;
 pub mod batch;
 pub mod budget;
+pub mod codec;
 pub mod devkit;
 #[cfg(test)]
 mod docs_check;
 pub mod enqueue;
 pub mod expression;
 pub mod http;
-pub mod item;
 pub mod jobs;
 pub mod json;
 pub mod ledger;

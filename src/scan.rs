@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
 use crate::aws::direct::{EndpointInputs, JsonClient, SetupError};
-use crate::item::{self, DynamoItem, Item, Row, RowWriter};
+use crate::codec::{self, DynamoItem, Item, Row, RowWriter};
 use crate::retry::{self, CallError, Class};
 use crate::telemetry;
 
@@ -157,7 +157,7 @@ fn sdk_page(output: ScanOutput, rows: &mut RowWriter<'_>) -> Result<Page, ScanEr
 }
 
 /// The SDK answer's `LastEvaluatedKey`, held to the rules a task's `exclusive_start_key` and
-/// the direct client's answer are held to ([`item::key_from_json`]): the key goes into the
+/// the direct client's answer are held to ([`codec::key_from_json`]): the key goes into the
 /// continuation task and the ledger as JSON, which must be possible and must read back.
 fn sdk_next_key(key: Option<Item>) -> Result<Option<Item>, ScanError> {
     let Some(key) = key.filter(|k| !k.is_empty()) else {
@@ -165,7 +165,7 @@ fn sdk_next_key(key: Option<Item>) -> Result<Option<Item>, ScanError> {
     };
     let json =
         serde_json::to_value(DynamoItem(&key)).map_err(|e| ScanError::NextKey(e.to_string()))?;
-    item::key_from_json(&json)
+    codec::key_from_json(&json)
         .map(Some)
         .map_err(|e| ScanError::NextKey(format!("{json}: {e}")))
 }
@@ -306,7 +306,7 @@ impl<'de> Visitor<'de> for AnswerSeed<'_, '_> {
                 "LastEvaluatedKey" => {
                     let key: serde_json::Value = map.next_value()?;
                     if key.as_object().is_some_and(|k| !k.is_empty()) {
-                        page.next = Some(item::key_from_json(&key).map_err(|e| {
+                        page.next = Some(codec::key_from_json(&key).map_err(|e| {
                             de::Error::custom(format!("LastEvaluatedKey {key}: {e}"))
                         })?);
                     }

@@ -11,7 +11,7 @@ use std::path::Path;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-pub use crate::item::OutputFormat;
+pub use crate::codec::OutputFormat;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
 use crate::expression::{RawScanOptions, ScanOptions};
-use crate::item;
 
 /// DynamoDB's limit on `TotalSegments`.
 pub const MAX_TOTAL_SEGMENTS: u32 = 1_000_000;
@@ -291,7 +291,7 @@ fn validate(msg: TaskMessage, policy: &impl TablePolicy) -> Result<Task, Rejecti
     }
     let exclusive_start_key = match msg.exclusive_start_key {
         None => None,
-        Some(v) => Some(item::key_from_json(&v).map_err(|e| {
+        Some(v) => Some(codec::key_from_json(&v).map_err(|e| {
             reject(
                 RejectReason::BadStartKey,
                 format!("exclusive_start_key: {e}"),
@@ -389,7 +389,7 @@ impl Task {
             limit_of_rows: self.page_size.map(i64::from),
             table: Some(self.table.clone()),
             job_id: self.job_id.clone(),
-            exclusive_start_key: self.exclusive_start_key.as_ref().map(item::key_to_json),
+            exclusive_start_key: self.exclusive_start_key.as_ref().map(codec::key_to_json),
             chunk: (self.chunk > 0).then_some(i64::from(self.chunk)),
             run_id: self.run_id.clone(),
             origin_message_id: self.origin_message_id.clone(),

@@ -30,7 +30,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde::Serialize;
 
-use crate::item::{self, Item};
+use crate::codec::{self, Item};
 use crate::task::Task;
 
 const PK: &str = "job_id";
@@ -143,7 +143,7 @@ impl SegmentRecord {
     /// `resume_key` as a key item.
     pub fn resume_item(&self) -> Result<Option<Item>, BoxError> {
         match &self.resume_key {
-            Some(text) => Ok(Some(item::key_from_json(&serde_json::from_str(text)?)?)),
+            Some(text) => Ok(Some(codec::key_from_json(&serde_json::from_str(text)?)?)),
             None => Ok(None),
         }
     }
@@ -547,7 +547,7 @@ impl Ledger {
             Some(key) => {
                 set.push("resume_key = :key");
                 update = update
-                    .expression_attribute_values(":key", s(item::key_to_json(key).to_string()));
+                    .expression_attribute_values(":key", s(codec::key_to_json(key).to_string()));
                 ""
             }
             None => {

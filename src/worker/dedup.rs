@@ -13,7 +13,7 @@
 //!   instance, delivered again, goes on from the ledger's key; another instance of the same
 //!   chunk (a continuation sent twice) is a copy and is dropped.
 
-use crate::item::Item;
+use crate::codec::Item;
 use crate::ledger::{SegmentRecord, status};
 
 use crate::BoxError;
@@ -143,7 +143,7 @@ mod tests {
         else {
             panic!("{resumed:?}")
         };
-        assert_eq!(crate::item::key_to_json(&k).to_string(), KEY);
+        assert_eq!(crate::codec::key_to_json(&k).to_string(), KEY);
         assert_eq!(
             decide(&record(4, status::DONE, r1, Some("m1"), None), 3),
             Decision::Resume { resume_key: None }
