@@ -220,7 +220,7 @@ async fn run_scanfleet(
     // asked once the queue is empty (a continuation is sent before its task is deleted, so an
     // empty queue mid-job is not expected; the metric confirms it).
     loop {
-        if scanfleet::sqs::queue_depth(&aws.sqs, &queues.control).await? == 0 {
+        if scanfleet::aws::sqs::queue_depth(&aws.sqs, &queues.control).await? == 0 {
             let done: f64 = procs
                 .iter()
                 .filter_map(|w| w.metric("scanfleet_tasks_completed_total", ""))

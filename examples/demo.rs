@@ -184,8 +184,8 @@ async fn job_with_ledger(
         .env("SCANFLEET__LEDGER__TABLE", ledger)
         .output()?;
     let status: serde_json::Value = serde_json::from_slice(&ledger_out.stdout).unwrap_or_default();
-    let control_left = scanfleet::sqs::queue_depth(&aws.sqs, &queues.control).await?;
-    let dlq = scanfleet::sqs::queue_depth(&aws.sqs, &queues.dlq).await?;
+    let control_left = scanfleet::aws::sqs::queue_depth(&aws.sqs, &queues.control).await?;
+    let dlq = scanfleet::aws::sqs::queue_depth(&aws.sqs, &queues.dlq).await?;
     let published: f64 = workers
         .iter()
         .filter_map(|w| w.metric("scanfleet_rows_published_total", ""))

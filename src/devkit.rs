@@ -165,7 +165,7 @@ pub async fn create_queues(
     max_receive_count: u32,
 ) -> Result<Queues, BoxError> {
     let dlq = create_queue(aws, &format!("{prefix}-dlq"), HashMap::new()).await?;
-    let dlq_arn = crate::sqs::queue_attribute(&aws.sqs, &dlq, QueueAttributeName::QueueArn)
+    let dlq_arn = crate::aws::sqs::queue_attribute(&aws.sqs, &dlq, QueueAttributeName::QueueArn)
         .await?
         .ok_or("DLQ has no QueueArn")?;
     let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()});

@@ -1,7 +1,7 @@
 //! `scanfleet enqueue`: one task message per segment, sent with SendMessageBatch.
 
+use crate::aws::sqs;
 use crate::expression::RawScanOptions;
-use crate::sqs;
 use crate::task::{self, TablePolicy, TaskMessage};
 
 #[derive(Debug, Clone)]

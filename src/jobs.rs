@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use crate::aws::sqs;
 use crate::ledger::{self, BoxError, Ledger, LeftAlone, Summary};
-use crate::sqs;
 
 /// How often `--wait` reads the ledger.
 const POLL: Duration = Duration::from_secs(1);
@@ -28,7 +28,7 @@ const STILL_BEFORE_FULL_READ: Duration = Duration::from_secs(60);
 /// totals, one read unit), whatever the number of segments; every segment record is read (a
 /// paginated `Query`) at the start, when the totals say the job ended or a segment was
 /// dead-lettered, and after the totals stood still for a minute. A failed read is retried with
-/// backoff ([`crate::retry::ledger_read_backoff`]); `--wait` gives up only when reads keep
+/// backoff ([`crate::aws::retry::ledger_read_backoff`]); `--wait` gives up only when reads keep
 /// failing.
 pub async fn wait(ledger: &Ledger, job: &str, every: Duration) -> Result<Summary, BoxError> {
     let mut progress = Progress::new(every);
@@ -76,7 +76,7 @@ where
     Fut: std::future::Future<Output = Result<T, BoxError>>,
 {
     use backon::Retryable;
-    read.retry(crate::retry::ledger_read_backoff())
+    read.retry(crate::aws::retry::ledger_read_backoff())
         .notify(|e: &BoxError, delay: Duration| {
             eprintln!(
                 "scanfleet: reading the job ledger failed ({}); trying again in {delay:.1?}",

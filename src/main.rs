@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use scanfleet::BoxError;
+use scanfleet::aws::sqs;
 use scanfleet::budget::ReadBudget;
 use scanfleet::enqueue::{self, Job};
 use scanfleet::expression::RawScanOptions;
@@ -16,16 +17,15 @@ use scanfleet::jobs;
 use scanfleet::ledger::{self, JobRecord, Ledger};
 use scanfleet::pipeline::{Checkpointing, KeySchemas, Output};
 use scanfleet::plan;
-use scanfleet::sqs;
 use std::time::Duration;
 
 /// SQS's default MaximumMessageSize, assumed when the queue's own cannot be read.
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
+use scanfleet::aws::dynamodb::scan::{DirectScan, Scanner};
+use scanfleet::aws::sqs::direct::DirectSqs;
+use scanfleet::aws::sqs::{ControlQueue, Publisher};
 use scanfleet::http::Health;
-use scanfleet::scan::{DirectScan, Scanner};
 use scanfleet::settings::{ClientKind, Settings};
-use scanfleet::sqs::direct::DirectSqs;
-use scanfleet::sqs::{ControlQueue, Publisher};
 use scanfleet::worker;
 use scanfleet::{http, telemetry};
 

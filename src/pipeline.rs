@@ -21,13 +21,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::dynamodb::scan::{Page, ScanError, ScanRequest, Scanner};
+use crate::aws::sqs::{self, Attribute, OutMessage, Publisher, SendError};
 use crate::batch::{Batcher, TooLarge};
 use crate::budget::{self, ReadBudget};
 pub use crate::codec::Item;
 use crate::codec::OutputFormat;
 use crate::codec::{self, Row, RowWriter, fifo_dedup_id, fifo_group_id, is_fifo, row_id};
-use crate::scan::{Page, ScanError, ScanRequest, Scanner};
-use crate::sqs::{self, Attribute, OutMessage, Publisher, SendError};
 use crate::task::Task;
 use crate::telemetry;
 

@@ -29,11 +29,11 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::retry::RetryConfig;
+use scanfleet::aws::dynamodb::scan::Scanner;
+use scanfleet::aws::sqs::{self, ControlQueue, OutMessage, Publisher, SendError};
 use scanfleet::pipeline::{self, Checkpointing, End, KeySchemas, Output};
-use scanfleet::scan::Scanner;
 use scanfleet::settings::OutputFormat;
 use scanfleet::settings::Settings;
-use scanfleet::sqs::{self, ControlQueue, OutMessage, Publisher, SendError};
 use scanfleet::task::Task;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -700,7 +700,7 @@ async fn an_empty_key_schema_is_refused_before_scanning() {
 
 /// The SDK reads an attribute type it does not know as `AttributeValue::Unknown`. In a
 /// LastEvaluatedKey that became the chunk's checkpoint, and writing it into the continuation
-/// task or the ledger (`item::key_to_json`) panicked the worker: the page fails instead.
+/// task or the ledger (`codec::key_to_json`) panicked the worker: the page fails instead.
 #[tokio::test]
 async fn a_next_key_of_an_unknown_attribute_type_fails_the_page() {
     let describe = describe_rule();
@@ -864,8 +864,9 @@ async fn task_text_is_sent_without_characters_sqs_refuses() {
         client: client.clone(),
         url: "control".into(),
     };
+    let body = scanfleet::task::body_of(&continuation.to_message()).unwrap();
     control
-        .send(&continuation.to_message())
+        .send_body(body)
         .await
         .expect("the continuation is sent as text SQS accepts");
     let body = serde_json::to_string(&continuation.to_message()).unwrap();

@@ -28,7 +28,7 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::retry::{CallError, Class, class_of};
+use crate::aws::retry::{CallError, Class, class_of};
 
 const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.0";
 /// Credentials are renewed this long before they expire, so no request is signed with
@@ -247,7 +247,7 @@ impl JsonClient {
             signing_name,
             credentials,
             cached: Mutex::new(None),
-            attempt_timeout: crate::aws::ATTEMPT_TIMEOUT,
+            attempt_timeout: crate::aws::transport::ATTEMPT_TIMEOUT,
             user_agent: HeaderValue::from_static(concat!("scanfleet/", env!("CARGO_PKG_VERSION"))),
             clock_correction_ms: AtomicI64::new(0),
         })

@@ -1,15 +1,16 @@
 //! The AWS side, below the domain: the SDK configuration and timeouts every call shares, the
-//! HTTP connectors ([`transport`]), and scanfleet's own signed JSON client ([`direct`]) that the
-//! hot calls use. Nothing here knows tasks, rows or the ledger.
+//! HTTP connectors ([`transport`]), the one place that decides what is retryable ([`retry`]),
+//! scanfleet's own signed JSON client ([`direct`]) that the hot calls use, and the two services'
+//! adapters ([`sqs`]: the control queue and the publisher; [`dynamodb`]: the scan). Nothing here
+//! knows tasks, jobs or the ledger.
 
 pub mod direct;
+pub mod dynamodb;
+pub mod retry;
+pub mod sqs;
 pub mod transport;
 
-/// How long a connection attempt may take before it counts as failed.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-/// How long one attempt of an AWS call may take. It must outlive a 20 s long poll; beyond
-/// that a hung connection is a failure the caller retries, not a reason to wait forever.
-pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub use transport::{ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, timeouts};
 
 /// Loads the AWS configuration the standard way: credential chain, region, and
 /// `AWS_ENDPOINT_URL` for a local endpoint. Nothing is hard-coded. Calls go through connectors
@@ -34,12 +35,4 @@ pub async fn config_on(transport: &transport::Transport) -> aws_config::SdkConfi
         .http_client(transport.http_client())
         .load()
         .await
-}
-
-/// The timeouts of every AWS call.
-pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .build()
 }

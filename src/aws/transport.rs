@@ -79,7 +79,7 @@ impl Transport {
 
 /// The connector settings the SDK derives from [`crate::aws::timeouts`] for a service call.
 fn call_settings() -> HttpConnectorSettings {
-    let timeouts = crate::aws::timeouts();
+    let timeouts = timeouts();
     let mut settings = HttpConnectorSettings::builder();
     if let Some(t) = timeouts.connect_timeout() {
         settings = settings.connect_timeout(t);
@@ -88,6 +88,20 @@ fn call_settings() -> HttpConnectorSettings {
         settings = settings.read_timeout(t);
     }
     settings.build()
+}
+
+/// How long a connection attempt may take before it counts as failed.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long one attempt of an AWS call may take. It must outlive a 20 s long poll; beyond
+/// that a hung connection is a failure the caller retries, not a reason to wait forever.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The timeouts of every AWS call.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build()
 }
 
 #[cfg(test)]
@@ -105,7 +119,7 @@ mod tests {
             .credentials_provider(Credentials::new("AKID", "secret", None, None, "t"))
             // Nothing listens on port 1: the call fails, after asking for its connector.
             .endpoint_url("http://127.0.0.1:1")
-            .timeout_config(crate::aws::timeouts())
+            .timeout_config(timeouts())
             .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
             .http_client(transport.http_client())
             .build();

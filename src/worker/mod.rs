@@ -4,7 +4,7 @@
 //! its message to its acknowledgement; [`heartbeat`] keeps a running task visible and its
 //! progress in the ledger; [`dedup`] is the pure rule that tells a task's copies from its
 //! reruns. Nothing here parses messages or talks to AWS directly: `crate::task` and
-//! `crate::sqs`/`crate::ledger` do.
+//! `crate::aws::sqs`/`crate::ledger` do.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,12 +16,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::BoxError;
+use crate::aws::retry;
+use crate::aws::sqs::{self, ControlQueue};
 use crate::http::Health;
 use crate::ledger::Ledger;
 use crate::pipeline::Output;
-use crate::retry;
 use crate::settings::{ScanSettings, Settings};
-use crate::sqs::{self, ControlQueue};
 use crate::telemetry::{self, AckAction};
 
 mod heartbeat;

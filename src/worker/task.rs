@@ -13,10 +13,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::dedup::{self, Decision};
 use super::heartbeat::{ChunkProgress, Heartbeat};
 use super::{BoxError, Delivery, Shared, release};
+use crate::aws::retry;
+use crate::aws::sqs;
 use crate::ledger::{self, ChunkReport, Ledger, Recorded};
 use crate::pipeline::{self, End};
-use crate::retry;
-use crate::sqs;
 use crate::task::{self, Task};
 use crate::telemetry::{self, AckAction, LedgerOp};
 
@@ -484,11 +484,12 @@ async fn checkpoint(
 ) {
     let Delivery { id, receipt, .. } = *delivery;
     let sent: Result<(), BoxError> = match task.continuation(next, id) {
-        Ok(continuation) => shared
-            .control
-            .send(&continuation.to_message())
-            .await
-            .map_err(BoxError::from),
+        // JSON SQS accepts (its start key may hold U+FFFE or U+FFFF), refused before sending
+        // when a worker would reject it as too large.
+        Ok(continuation) => match task::body_of(&continuation.to_message()) {
+            Ok(body) => shared.control.send_body(body).await.map_err(BoxError::from),
+            Err(e) => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     };
     if let Err(e) = sent {

@@ -151,7 +151,7 @@ impl Fixture {
     }
 
     pub async fn depth(&self, url: &str) -> u64 {
-        scanfleet::sqs::queue_depth(&self.aws.sqs, url)
+        scanfleet::aws::sqs::queue_depth(&self.aws.sqs, url)
             .await
             .expect("queue depth")
     }

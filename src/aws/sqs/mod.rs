@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{
     Message, MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 
-use crate::retry::{self, CallError, Class};
+use crate::aws::retry::{self, CallError, Class};
 use crate::telemetry;
 
 pub mod direct;
@@ -269,16 +269,6 @@ pub type VisibilityError =
 pub type DeleteError = SdkError<aws_sdk_sqs::operation::delete_message::DeleteMessageError>;
 pub type SendMessageError = SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>;
 
-/// A task that could not be put on the control queue.
-#[derive(Debug, thiserror::Error)]
-pub enum TaskSendError {
-    /// Not sent: no worker would accept it.
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Send(#[from] Box<SendMessageError>),
-}
-
 impl ControlQueue {
     pub async fn receive(
         &self,
@@ -316,17 +306,8 @@ impl ControlQueue {
         Ok(())
     }
 
-    /// Puts a task on the control queue (a continuation), as the text [`crate::task::body_of`]
-    /// makes of it: JSON SQS accepts (its start key may hold U+FFFE or U+FFFF), refused before
-    /// sending when a worker would reject it as too large.
-    pub async fn send(&self, task: &crate::task::TaskMessage) -> Result<(), TaskSendError> {
-        let body = crate::task::body_of(task).map_err(TaskSendError::Invalid)?;
-        self.send_body(body)
-            .await
-            .map_err(|e| TaskSendError::Send(Box::new(e)))
-    }
-
-    /// Puts a message body on the control queue as it is (a task sent again).
+    /// Puts a message body on the control queue as it is: a continuation (its text made by
+    /// `task::body_of`, which checks it) or a task sent again.
     pub async fn send_body(&self, body: impl Into<String>) -> Result<(), SendMessageError> {
         self.client
             .send_message()

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
 use crate::aws::direct::{EndpointInputs, JsonClient, SetupError};
+use crate::aws::retry::{self, CallError, Class};
 use crate::codec::{self, DynamoItem, Item, Row, RowWriter};
-use crate::retry::{self, CallError, Class};
 use crate::telemetry;
 
 const TARGET: &str = "DynamoDB_20120810.Scan";

@@ -16,8 +16,8 @@ use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 
 use super::{EntryFailure, OutMessage, account_for};
 use crate::aws::direct::{EndpointInputs, JsonClient, SetupError};
+use crate::aws::retry::{CallError, Class};
 use crate::json;
-use crate::retry::{CallError, Class};
 
 const TARGET: &str = "AmazonSQS.SendMessageBatch";
 
@@ -168,7 +168,7 @@ mod tests {
 
     use super::*;
     use crate::aws::direct::tests::endpoints;
-    use crate::sqs::Attribute;
+    use crate::aws::sqs::Attribute;
 
     fn row(body: &str, row_id: &str, group: Option<&str>) -> OutMessage {
         let shared: Arc<[Attribute]> = Arc::from(vec![
