@@ -18,6 +18,12 @@ pub struct Health {
     pub ready: AtomicBool,
 }
 
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
 /// Serves until `shutdown` fires. The listener is bound by the caller, so a bad address
 /// fails start-up rather than a background task.
 pub async fn serve(

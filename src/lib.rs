@@ -6,18 +6,16 @@
 pub mod aws;
 pub mod batch;
 pub mod budget;
+pub mod cli;
 pub mod codec;
 pub mod devkit;
 #[cfg(test)]
 mod docs_check;
-pub mod enqueue;
 pub mod expression;
 pub mod http;
-pub mod jobs;
 pub mod json;
 pub mod ledger;
 pub mod pipeline;
-pub mod plan;
 pub mod settings;
 pub mod task;
 pub mod telemetry;

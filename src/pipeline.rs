@@ -28,6 +28,7 @@ use crate::budget::{self, ReadBudget};
 pub use crate::codec::Item;
 use crate::codec::OutputFormat;
 use crate::codec::{self, Row, RowWriter, fifo_dedup_id, fifo_group_id, is_fifo, row_id};
+use crate::settings::Settings;
 use crate::task::Task;
 use crate::telemetry;
 
@@ -65,6 +66,48 @@ pub struct Output {
     pub key_schemas: KeySchemas,
     /// `scan.read_units_per_second`: one bucket for every task of the worker.
     pub read_budget: Option<Arc<ReadBudget>>,
+}
+
+/// The AWS clients of a worker's output side: the SDK's, and the two that make the hot calls.
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub scanner: Scanner,
+    pub sqs: aws_sdk_sqs::Client,
+    pub publisher: Publisher,
+}
+
+impl Output {
+    /// The output side as the settings describe it, on `clients`. `max_message_bytes`: the
+    /// output queue's `MaximumMessageSize`, read at start-up.
+    pub fn new(settings: &Settings, clients: Clients, max_message_bytes: usize) -> Self {
+        let out = &settings.output;
+        let Clients {
+            dynamodb,
+            scanner,
+            sqs,
+            publisher,
+        } = clients;
+        Self {
+            dynamodb,
+            scanner,
+            sqs,
+            publisher,
+            queue_url: out.queue_url.as_str().into(),
+            format: out.format,
+            max_batch_bytes: out.max_batch_bytes as usize,
+            max_message_bytes,
+            oversize_queue_url: (!out.oversize_queue_url.is_empty())
+                .then(|| out.oversize_queue_url.clone()),
+            in_flight: Arc::new(Semaphore::new(out.max_in_flight_batches as usize)),
+            checkpointing: Checkpointing {
+                rows: settings.worker.checkpoint_rows,
+                every: Duration::from_secs(settings.worker.checkpoint_seconds),
+            },
+            key_schemas: KeySchemas::default(),
+            read_budget: (settings.scan.read_units_per_second > 0.0)
+                .then(|| Arc::new(ReadBudget::new(settings.scan.read_units_per_second))),
+        }
+    }
 }
 
 /// A table's primary key, read once with DescribeTable.

@@ -339,15 +339,6 @@ fn require_url(key: &'static str, value: &str) -> Result<(), SettingsError> {
     Ok(())
 }
 
-impl crate::task::TablePolicy for ScanSettings {
-    fn default_table(&self) -> &str {
-        &self.default_table
-    }
-    fn allows(&self, table: &str) -> bool {
-        ScanSettings::allows(self, table)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

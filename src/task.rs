@@ -179,6 +179,15 @@ pub trait TablePolicy {
     fn allows(&self, table: &str) -> bool;
 }
 
+impl TablePolicy for crate::settings::ScanSettings {
+    fn default_table(&self) -> &str {
+        &self.default_table
+    }
+    fn allows(&self, table: &str) -> bool {
+        crate::settings::ScanSettings::allows(self, table)
+    }
+}
+
 /// Parses and validates one control-queue message body.
 pub fn parse(body: &str, policy: &impl TablePolicy) -> Result<Task, Rejection> {
     if body.len() > MAX_TASK_BYTES {

@@ -31,10 +31,10 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::retry::RetryConfig;
 use scanfleet::aws::dynamodb::scan::Scanner;
 use scanfleet::aws::sqs::{self, ControlQueue, OutMessage, Publisher, SendError};
-use scanfleet::pipeline::{self, Checkpointing, End, KeySchemas, Output};
-use scanfleet::settings::OutputFormat;
+use scanfleet::pipeline::{self, Clients, End, Output};
 use scanfleet::settings::Settings;
 use scanfleet::task::Task;
+use scanfleet::worker::Worker;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -271,24 +271,26 @@ fn output(
     sqs: aws_sdk_sqs::Client,
     checkpoint_rows: u64,
 ) -> Output {
-    Output {
+    let rows = checkpoint_rows.to_string();
+    let vars = [
+        ("SCANFLEET__CONTROL__QUEUE_URL", "control"),
+        ("SCANFLEET__OUTPUT__QUEUE_URL", "out"),
+        ("SCANFLEET__OUTPUT__FORMAT", "plain"),
+        ("SCANFLEET__OUTPUT__MAX_BATCH_BYTES", "262144"),
+        ("SCANFLEET__OUTPUT__MAX_IN_FLIGHT_BATCHES", "4"),
+        ("SCANFLEET__SCAN__DEFAULT_TABLE", "items"),
+        ("SCANFLEET__WORKER__CHECKPOINT_ROWS", rows.as_str()),
+        ("SCANFLEET__WORKER__CHECKPOINT_SECONDS", "3600"),
+    ];
+    let settings = Settings::load_from(None, vars.map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .expect("valid settings");
+    let clients = Clients {
         scanner: Scanner::Sdk(dynamodb.clone()),
         dynamodb,
         publisher: Publisher::Sdk(sqs.clone()),
         sqs,
-        queue_url: "out".into(),
-        format: OutputFormat::Plain,
-        max_batch_bytes: 262_144,
-        max_message_bytes: 262_144,
-        oversize_queue_url: None,
-        in_flight: Arc::new(Semaphore::new(4)),
-        checkpointing: Checkpointing {
-            rows: checkpoint_rows,
-            every: Duration::from_secs(3600),
-        },
-        key_schemas: KeySchemas::default(),
-        read_budget: None,
-    }
+    };
+    Output::new(&settings, clients, 262_144)
 }
 
 /// DynamoDB's answer to a throttled request.
@@ -430,18 +432,9 @@ async fn a_worker_told_to_stop_does_not_poll_the_control_queue_again() {
     for _ in 0..32 {
         let shutdown = CancellationToken::new();
         shutdown.cancel();
-        let control = sqs::ControlQueue {
-            client: sqs_client.clone(),
-            url: "control".into(),
-        };
-        let run = scanfleet::worker::run(
-            &settings,
-            control,
-            output(dynamodb.clone(), sqs_client.clone(), 1000),
-            None,
-            Arc::default(),
-            shutdown,
-        );
+        let control = sqs::ControlQueue::new(sqs_client.clone(), "control");
+        let out = output(dynamodb.clone(), sqs_client.clone(), 1000);
+        let run = Worker::new(&settings, control, out, None).run(Arc::default(), shutdown.into());
         tokio::time::timeout(Duration::from_secs(10), run)
             .await
             .expect("a stopped worker returns at once");
@@ -451,7 +444,7 @@ async fn a_worker_told_to_stop_does_not_poll_the_control_queue_again() {
 
 #[tokio::test]
 async fn an_enqueue_that_fails_midway_names_the_job_its_sent_tasks_run_under() {
-    use scanfleet::enqueue::{self, Job};
+    use scanfleet::cli::enqueue::{self, Job};
     // 25 segments, 3 batches: SQS refuses every entry of the second (segments 10-19), after
     // the first was accepted.
     let refused = mock!(aws_sdk_sqs::Client::send_message_batch)
@@ -505,7 +498,7 @@ async fn the_redrive_loop_ends_when_other_jobs_tasks_come_back_into_view() {
     use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput;
     use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
     use aws_sdk_sqs::types::{Message, QueueAttributeName};
-    use scanfleet::jobs::{self, RedriveStop};
+    use scanfleet::cli::reconcile::{self, RedriveStop};
     fn message(id: &str, job: &str, segment: u32) -> Message {
         Message::builder()
             .message_id(id)
@@ -551,7 +544,7 @@ async fn the_redrive_loop_ends_when_other_jobs_tasks_come_back_into_view() {
         [&count, &receive, &empty, &send, &delete, &release],
         no_sdk_retries
     );
-    let r = jobs::redrive(&client, "dlq", "control", "mine")
+    let r = reconcile::redrive(&client, "dlq", "control", "mine")
         .await
         .expect("redrive");
     assert_eq!(
@@ -860,10 +853,7 @@ async fn task_text_is_sent_without_characters_sqs_refuses() {
         "PK".to_owned(),
         AttributeValue::S(key.into()),
     )]));
-    let control = sqs::ControlQueue {
-        client: client.clone(),
-        url: "control".into(),
-    };
+    let control = sqs::ControlQueue::new(client.clone(), "control");
     let body = scanfleet::task::body_of(&continuation.to_message()).unwrap();
     control
         .send_body(body)
@@ -967,11 +957,8 @@ async fn run_worker(
     stop: CancellationToken,
     limit: Duration,
 ) {
-    let control = ControlQueue {
-        client: sqs,
-        url: "control".into(),
-    };
-    let run = scanfleet::worker::run(settings, control, out, None, Arc::default(), stop);
+    let control = ControlQueue::new(sqs, "control");
+    let run = Worker::new(settings, control, out, None).run(Arc::default(), stop.into());
     tokio::time::timeout(limit, run)
         .await
         .expect("the worker stops when told to");
@@ -1247,7 +1234,7 @@ async fn a_failed_ledger_read_while_waiting_is_retried() {
     let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&query], |c| c
         .retry_config(RetryConfig::disabled()));
     let ledger = scanfleet::ledger::Ledger::new(dynamodb, "ledger");
-    let summary = scanfleet::jobs::wait(&ledger, "j", Duration::from_secs(10))
+    let summary = scanfleet::cli::status::wait(&ledger, "j", Duration::from_secs(10))
         .await
         .expect("one failed read does not end --wait");
     assert_eq!(

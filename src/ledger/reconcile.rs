@@ -1,5 +1,5 @@
 //! Which segments `reconcile` puts back on the control queue, and the task that resumes
-//! each. Pure: the reads and the sends are in `crate::jobs`.
+//! each. Pure: the reads and the sends are in `crate::cli::reconcile`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

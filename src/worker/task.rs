@@ -515,10 +515,10 @@ async fn run_chunk(
         // `biased`: a chunk that finished as the hard stop fired is still recorded (its
         // rows were all accepted), rather than handed back to be published again.
         biased;
-        result = pipeline::run_chunk(&shared.output, task, &shared.drain, progress.clone()) => {
+        result = pipeline::run_chunk(&shared.output, task, shared.shutdown.drain_token(), progress.clone()) => {
             Some(result.map_err(BoxError::from))
         }
-        () = shared.hard_stop.cancelled() => None,
+        () = shared.shutdown.hard_stopped() => None,
     }
 }
 

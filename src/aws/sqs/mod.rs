@@ -259,8 +259,8 @@ pub async fn send_batch(
 /// The control queue: receive, extend, delete and release task messages.
 #[derive(Clone)]
 pub struct ControlQueue {
-    pub client: Client,
-    pub url: String,
+    client: Client,
+    url: String,
 }
 
 pub type ReceiveError = SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>;
@@ -270,6 +270,22 @@ pub type DeleteError = SdkError<aws_sdk_sqs::operation::delete_message::DeleteMe
 pub type SendMessageError = SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>;
 
 impl ControlQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The control queue's message count, visible plus in flight (SQS's approximate counts).
+    pub async fn depth(&self) -> Result<u64, AttributesError> {
+        queue_depth(&self.client, &self.url).await
+    }
+
     pub async fn receive(
         &self,
         max: usize,

@@ -4,7 +4,30 @@
 //! make checkpoints and retries cheaper, and a job needs at least as many segments as the
 //! fleet has task slots to keep every slot busy.
 
+use crate::BoxError;
+use crate::settings::Settings;
 use crate::task::MAX_TOTAL_SEGMENTS;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    table: String,
+    /// Number of worker processes (their worker.concurrency comes from the configuration).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    workers: Option<u32>,
+}
+
+pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
+    super::init_logging(&settings);
+    let aws = crate::aws::config().await;
+    let (size, items) = describe(&aws_sdk_dynamodb::Client::new(&aws), &args.table).await?;
+    let p = plan(size, items, args.workers, settings.worker.concurrency);
+    for reason in &p.reasons {
+        println!("- {reason}");
+    }
+    println!("suggested: --segments {}", p.segments);
+    Ok(())
+}
 
 /// Bytes per segment AWS suggests (2 GB).
 pub const BYTES_PER_SEGMENT: u64 = 2_000_000_000;

@@ -1,8 +1,158 @@
 //! `scanfleet enqueue`: one task message per segment, sent with SendMessageBatch.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::BoxError;
 use crate::aws::sqs;
 use crate::expression::RawScanOptions;
+use crate::ledger::{self, JobRecord, Ledger};
+use crate::settings::Settings;
 use crate::task::{self, TablePolicy, TaskMessage};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Table to scan (workers accept it only if scan.allowed_tables allows it).
+    #[arg(long)]
+    table: String,
+    /// Number of segments (TotalSegments), 1..=1000000.
+    #[arg(long)]
+    segments: u32,
+    /// Page size (Scan Limit) of each request; the whole segment is still scanned.
+    #[arg(long)]
+    limit_of_rows: Option<u32>,
+    /// Job id carried by every task and output message (default: a new UUID).
+    #[arg(long)]
+    job_id: Option<String>,
+    #[command(flatten)]
+    scan: ScanArgs,
+    /// Read budget of the whole job in read capacity units per second (0: unlimited);
+    /// each of the N tasks paces itself to R / N.
+    #[arg(long, value_name = "R")]
+    read_units_per_second: Option<f64>,
+    /// Follow the job in the ledger until it ends: exit 0 when every segment is done,
+    /// non-zero when a task was dead-lettered. Needs ledger.table.
+    #[arg(long)]
+    wait: bool,
+    /// Without a terminal, seconds between progress lines of --wait.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    progress_every: u64,
+}
+
+/// What each Scan request of the job reads and sends.
+#[derive(clap::Args)]
+struct ScanArgs {
+    /// FilterExpression, e.g. 'begins_with(#sk, :prefix)'; rows it rejects are not sent.
+    #[arg(long)]
+    filter_expression: Option<String>,
+    /// ProjectionExpression: the attributes to send (the primary key is always sent).
+    #[arg(long)]
+    projection_expression: Option<String>,
+    /// ExpressionAttributeNames as JSON, e.g. '{"#sk":"SK"}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_names)]
+    expression_attribute_names: Option<BTreeMap<String, String>>,
+    /// ExpressionAttributeValues as DynamoDB JSON, e.g. '{":prefix":{"S":"PREFIX-1"}}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
+    expression_attribute_values: Option<serde_json::Value>,
+    /// Strongly consistent reads (twice the read capacity).
+    #[arg(long)]
+    consistent_read: bool,
+}
+
+impl ScanArgs {
+    fn into_raw(self) -> RawScanOptions {
+        RawScanOptions {
+            filter_expression: self.filter_expression,
+            projection_expression: self.projection_expression,
+            expression_attribute_names: self.expression_attribute_names,
+            expression_attribute_values: self.expression_attribute_values,
+            consistent_read: self.consistent_read.then_some(true),
+        }
+    }
+}
+
+fn parse_names(text: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a JSON object of strings: {e}"))
+}
+
+fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err("must be a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
+    let job = Job {
+        table: args.table,
+        segments: args.segments,
+        limit_of_rows: args.limit_of_rows,
+        job_id: args
+            .job_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        run_id: uuid::Uuid::new_v4().simple().to_string(),
+        options: args.scan.into_raw(),
+        read_units_per_second: args.read_units_per_second,
+    };
+    let wait = args.wait.then(|| Duration::from_secs(args.progress_every));
+    settings.validate_for_enqueue()?;
+    super::init_logging(&settings);
+    if wait.is_some() && settings.ledger.table().is_none() {
+        return Err("configuration: ledger.table is required for enqueue --wait (env SCANFLEET__LEDGER__TABLE)".into());
+    }
+    // Validated by the workers' rules first (nothing is sent for a bad job), then, when the
+    // job has expressions, by DynamoDB itself with a one-row probe scan.
+    task_bodies(&job)?;
+    let aws = crate::aws::config().await;
+    let options = job
+        .options
+        .clone()
+        .validate()
+        .expect("checked by task_bodies");
+    if options.has_expressions() {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+        probe(&dynamodb, &job.table, &options).await?;
+    }
+    let ledger = match settings.ledger.table() {
+        Some(table) => {
+            let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), table);
+            let template = task_bodies(&job)?.swap_remove(0);
+            ledger
+                .record_job(&JobRecord {
+                    job_id: job.job_id.clone(),
+                    table: job.table.clone(),
+                    segments_total: job.segments,
+                    created_at: ledger::now_secs(),
+                    task_template: template,
+                    read_units_per_second: job.read_units_per_second,
+                })
+                .await?;
+            Some(ledger)
+        }
+        None => None,
+    };
+    let client = aws_sdk_sqs::Client::new(&aws);
+    enqueue(&client, &settings.control.queue_url, &job).await?;
+    info!(job_id = %job.job_id, segments = job.segments, table = %job.table, "job enqueued");
+    println!("{}", job.job_id);
+    let (Some(every), Some(ledger)) = (wait, ledger) else {
+        return Ok(());
+    };
+    let summary = super::status::wait(&ledger, &job.job_id, every).await?;
+    eprint!("{}", summary.render());
+    if summary.state == "done" {
+        Ok(())
+    } else {
+        Err(format!(
+            "job {} failed: {} segments were dead-lettered; fix the cause, then run `scanfleet reconcile {} --redrive-from DLQ_URL`",
+            job.job_id, summary.segments_failed, job.job_id
+        )
+        .into())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Job {

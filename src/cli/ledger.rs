@@ -1,0 +1,27 @@
+//! `scanfleet ledger create`: the job ledger's table.
+
+use crate::BoxError;
+use crate::settings::Settings;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Create the ledger table named by ledger.table (on-demand billing); idempotent.
+    Create,
+}
+
+pub async fn run(settings: Settings, command: Command) -> Result<(), BoxError> {
+    match command {
+        Command::Create => create(settings).await,
+    }
+}
+
+async fn create(settings: Settings) -> Result<(), BoxError> {
+    super::init_logging(&settings);
+    let ledger = super::ledger_for(&settings, "ledger create").await?;
+    if ledger.create_table().await? {
+        println!("created ledger table {} (on-demand billing)", ledger.table);
+    } else {
+        println!("ledger table {} already exists", ledger.table);
+    }
+    Ok(())
+}
