@@ -168,6 +168,13 @@ pub struct LogSettings {
     pub level: String,
 }
 
+impl LogSettings {
+    /// Starts logging as these settings ask.
+    pub fn init(&self) {
+        crate::telemetry::init_logging(&self.level, self.format);
+    }
+}
+
 /// SQS limits that bound the settings; named so the checks below say where numbers come from.
 mod sqs_limits {
     pub const MAX_WAIT_TIME_SECONDS: u32 = 20;

@@ -99,7 +99,7 @@ pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
     };
     let wait = args.wait.then(|| Duration::from_secs(args.progress_every));
     settings.validate_for_enqueue()?;
-    super::init_logging(&settings);
+    settings.log.init();
     if wait.is_some() && settings.ledger.table().is_none() {
         return Err("configuration: ledger.table is required for enqueue --wait (env SCANFLEET__LEDGER__TABLE)".into());
     }

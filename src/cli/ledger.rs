@@ -1,6 +1,7 @@
 //! `scanfleet ledger create`: the job ledger's table.
 
 use crate::BoxError;
+use crate::ledger::Ledger;
 use crate::settings::Settings;
 
 #[derive(clap::Subcommand)]
@@ -16,8 +17,8 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), BoxError> {
 }
 
 async fn create(settings: Settings) -> Result<(), BoxError> {
-    super::init_logging(&settings);
-    let ledger = super::ledger_for(&settings, "ledger create").await?;
+    settings.log.init();
+    let ledger = Ledger::for_command(&settings, "ledger create").await?;
     if ledger.create_table().await? {
         println!("created ledger table {} (on-demand billing)", ledger.table);
     } else {

@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
-    super::init_logging(&settings);
+    settings.log.init();
     let aws = crate::aws::config().await;
     let (size, items) = describe(&aws_sdk_dynamodb::Client::new(&aws), &args.table).await?;
     let p = plan(size, items, args.workers, settings.worker.concurrency);

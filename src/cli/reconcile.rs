@@ -26,8 +26,8 @@ pub struct Args {
 
 pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
     settings.validate_for_enqueue()?;
-    super::init_logging(&settings);
-    let ledger = super::ledger_for(&settings, "reconcile").await?;
+    settings.log.init();
+    let ledger = Ledger::for_command(&settings, "reconcile").await?;
     let sqs_client = aws_sdk_sqs::Client::new(&crate::aws::config().await);
     let opts = ReconcileOptions {
         control_url: &settings.control.queue_url,

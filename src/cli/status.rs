@@ -15,8 +15,8 @@ pub struct Args {
 }
 
 pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
-    super::init_logging(&settings);
-    let ledger = super::ledger_for(&settings, "status").await?;
+    settings.log.init();
+    let ledger = Ledger::for_command(&settings, "status").await?;
     let summary = status(&ledger, &args.job_id).await?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

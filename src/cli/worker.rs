@@ -13,7 +13,7 @@ use crate::worker::{Shutdown, Worker};
 
 pub async fn run(settings: Settings) -> Result<(), BoxError> {
     settings.validate_for_worker()?;
-    super::init_logging(&settings);
+    settings.log.init();
     let listener = tokio::net::TcpListener::bind(settings.metrics.listen)
         .await
         .map_err(|e| {

@@ -238,6 +238,20 @@ where
 }
 
 impl Ledger {
+    /// The ledger `ledger.table` names, or an error naming that setting, which `command` needs.
+    pub async fn for_command(
+        settings: &crate::settings::Settings,
+        command: &str,
+    ) -> Result<Self, BoxError> {
+        let table = settings.ledger.table().ok_or_else(|| {
+            format!(
+                "configuration: ledger.table is required for {command} (env SCANFLEET__LEDGER__TABLE)"
+            )
+        })?;
+        let aws = crate::aws::config().await;
+        Ok(Self::new(aws_sdk_dynamodb::Client::new(&aws), table))
+    }
+
     /// An UpdateItem on item `item` (`job` or `segment#…`) of `job`.
     fn item_update(&self, job: &str, item: String) -> UpdateItemFluentBuilder {
         self.client
