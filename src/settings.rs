@@ -19,6 +19,44 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 /// receive, and a chunk must end well before that.
 pub const MAX_CHECKPOINT_SECONDS: u64 = 6 * 3600;
 
+/// Every bounded setting's range, named once: the checks below and their messages use these,
+/// and a test holds `config/default.toml`'s comments to them.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// SQS's long-poll limit.
+    pub const WAIT_TIME_SECONDS: RangeInclusive<u32> = 0..=20;
+    /// Up to SQS's 12 hours. Below 5 s the heartbeat (every third of the timeout) would run
+    /// more often than a round trip to SQS can be relied upon to take.
+    pub const VISIBILITY_TIMEOUT_SECONDS: RangeInclusive<u32> = 5..=43_200;
+    pub const MAX_IN_FLIGHT_BATCHES: RangeInclusive<u32> = 1..=1024;
+    /// A batch must hold at least one maximum-size message of the smallest queue setting, and
+    /// SQS takes at most 1 MiB per request.
+    pub const MAX_BATCH_BYTES: RangeInclusive<u32> = 1024..=1_048_576;
+    pub const CONCURRENCY: RangeInclusive<u32> = 1..=256;
+    pub const CHECKPOINT_SECONDS: RangeInclusive<u64> = 1..=super::MAX_CHECKPOINT_SECONDS;
+
+    /// `key`'s value checked against `range`; `note` follows the range in the message.
+    pub(super) fn check<T: PartialOrd + std::fmt::Display>(
+        key: &'static str,
+        value: T,
+        range: &RangeInclusive<T>,
+        note: &str,
+    ) -> Result<(), super::SettingsError> {
+        if range.contains(&value) {
+            return Ok(());
+        }
+        Err(super::invalid(
+            key,
+            format!(
+                "must be {}..={}{note}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
 /// One clear start-up error, naming the offending key.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -175,13 +213,6 @@ impl LogSettings {
     }
 }
 
-/// SQS limits that bound the settings; named so the checks below say where numbers come from.
-mod sqs_limits {
-    pub const MAX_WAIT_TIME_SECONDS: u32 = 20;
-    pub const MAX_VISIBILITY_TIMEOUT_SECONDS: u32 = 43_200;
-    pub const MAX_BATCH_BYTES: u32 = 1_048_576;
-}
-
 impl Settings {
     /// Loads the layers from the given environment (`vars`, so tests need not touch the
     /// process environment) without validating them for a particular command.
@@ -232,41 +263,31 @@ impl Settings {
     pub fn validate_for_worker(&self) -> Result<(), SettingsError> {
         self.validate_for_enqueue()?;
         let c = &self.control;
-        if c.wait_time_seconds > sqs_limits::MAX_WAIT_TIME_SECONDS {
-            return Err(invalid(
-                "control.wait_time_seconds",
-                format!("must be 0..=20 (SQS limit), got {}", c.wait_time_seconds),
-            ));
-        }
-        // Below 5 s the heartbeat (every third of the timeout) would run more often than a
-        // round trip to SQS can be relied upon to take.
-        if !(5..=sqs_limits::MAX_VISIBILITY_TIMEOUT_SECONDS).contains(&c.visibility_timeout_seconds)
-        {
-            return Err(invalid(
-                "control.visibility_timeout_seconds",
-                format!("must be 5..=43200, got {}", c.visibility_timeout_seconds),
-            ));
-        }
+        limits::check(
+            "control.wait_time_seconds",
+            c.wait_time_seconds,
+            &limits::WAIT_TIME_SECONDS,
+            " (SQS limit)",
+        )?;
+        limits::check(
+            "control.visibility_timeout_seconds",
+            c.visibility_timeout_seconds,
+            &limits::VISIBILITY_TIMEOUT_SECONDS,
+            "",
+        )?;
         require_url("output.queue_url", &self.output.queue_url)?;
-        if self.output.max_in_flight_batches == 0 || self.output.max_in_flight_batches > 1024 {
-            return Err(invalid(
-                "output.max_in_flight_batches",
-                format!(
-                    "must be 1..=1024, got {}",
-                    self.output.max_in_flight_batches
-                ),
-            ));
-        }
-        // A batch must hold at least one maximum-size message of the smallest queue setting.
-        if !(1024..=sqs_limits::MAX_BATCH_BYTES).contains(&self.output.max_batch_bytes) {
-            return Err(invalid(
-                "output.max_batch_bytes",
-                format!(
-                    "must be 1024..=1048576, got {}",
-                    self.output.max_batch_bytes
-                ),
-            ));
-        }
+        limits::check(
+            "output.max_in_flight_batches",
+            self.output.max_in_flight_batches,
+            &limits::MAX_IN_FLIGHT_BATCHES,
+            "",
+        )?;
+        limits::check(
+            "output.max_batch_bytes",
+            self.output.max_batch_bytes,
+            &limits::MAX_BATCH_BYTES,
+            "",
+        )?;
         if self.scan.default_table.is_empty() {
             return Err(invalid(
                 "scan.default_table",
@@ -287,12 +308,12 @@ impl Settings {
         if let Err(e) = crate::budget::check_rate(self.scan.read_units_per_second) {
             return Err(invalid("scan.read_units_per_second", e));
         }
-        if !(1..=256).contains(&self.worker.concurrency) {
-            return Err(invalid(
-                "worker.concurrency",
-                format!("must be 1..=256, got {}", self.worker.concurrency),
-            ));
-        }
+        limits::check(
+            "worker.concurrency",
+            self.worker.concurrency,
+            &limits::CONCURRENCY,
+            "",
+        )?;
         if self.worker.drain_timeout_seconds == 0 {
             return Err(invalid(
                 "worker.drain_timeout_seconds",
@@ -302,15 +323,12 @@ impl Settings {
         if self.worker.checkpoint_rows == 0 {
             return Err(invalid("worker.checkpoint_rows", "must be at least 1"));
         }
-        if !(1..=MAX_CHECKPOINT_SECONDS).contains(&self.worker.checkpoint_seconds) {
-            return Err(invalid(
-                "worker.checkpoint_seconds",
-                format!(
-                    "must be 1..={MAX_CHECKPOINT_SECONDS}, got {}",
-                    self.worker.checkpoint_seconds
-                ),
-            ));
-        }
+        limits::check(
+            "worker.checkpoint_seconds",
+            self.worker.checkpoint_seconds,
+            &limits::CHECKPOINT_SECONDS,
+            "",
+        )?;
         if !self.output.oversize_queue_url.is_empty() {
             require_url("output.oversize_queue_url", &self.output.oversize_queue_url)?;
         }

@@ -40,11 +40,49 @@ const JOB_ITEM: &str = "job";
 pub use crate::BoxError;
 
 /// A segment's state in the ledger.
-pub mod status {
-    pub const RUNNING: &str = "running";
-    pub const DONE: &str = "done";
+/// Where a segment is, as its record's `status` attribute (and `status --json`) spells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Started and not yet done (also a record written before `status` existed).
+    #[default]
+    Running,
+    Done,
     /// Its task failed on its last allowed receive and is (being) dead-lettered.
-    pub const FAILED: &str = "failed";
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Done => "done",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// The record's text. Only scanfleet writes it; a value it does not know (none today) reads
+    /// as running, so the segment is neither counted done nor re-enqueued while it shows life.
+    fn from_text(text: &str) -> Self {
+        match text {
+            "done" => Status::Done,
+            "failed" => Status::Failed,
+            _ => Status::Running,
+        }
+    }
+}
+
+/// By its text, as a record or `status --json` spells it.
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub fn now_secs() -> u64 {
@@ -109,7 +147,7 @@ pub struct JobTotals {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SegmentRecord {
     pub segment: u32,
-    pub status: String,
+    pub status: Status,
     /// Chunks recorded; also the number of the next chunk expected.
     pub chunks: u32,
     pub rows_scanned: u64,
@@ -152,7 +190,7 @@ impl SegmentRecord {
         let segment = get_s(item, SK)?.strip_prefix("segment#")?.parse().ok()?;
         Some(Self {
             segment,
-            status: get_s(item, "status").unwrap_or_else(|| status::RUNNING.into()),
+            status: get_s(item, "status").map_or(Status::Running, |t| Status::from_text(&t)),
             chunks: get_n(item, "chunks").unwrap_or(0),
             rows_scanned: get_n(item, "rows_scanned").unwrap_or(0),
             rows_published: get_n(item, "rows_published").unwrap_or(0),
@@ -390,7 +428,7 @@ impl Ledger {
         let r = update
             .update_expression(expression)
             .condition_expression("attribute_not_exists(#st) OR #st <> :done")
-            .expression_attribute_values(":done", s(status::DONE))
+            .expression_attribute_values(":done", s(Status::Done.as_str()))
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
@@ -402,7 +440,7 @@ impl Ledger {
     fn running_update(&self, job: &str, segment: u32, worker: &str) -> UpdateItemFluentBuilder {
         self.segment_update(job, segment)
             .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":running", s(status::RUNNING))
+            .expression_attribute_values(":running", s(Status::Running.as_str()))
             .expression_attribute_values(":w", s(worker))
             .expression_attribute_values(":now", n(now_secs()))
     }
@@ -533,7 +571,11 @@ impl Ledger {
             .expression_attribute_values(":next", n(next_chunk))
             .expression_attribute_values(
                 ":status",
-                s(if done { status::DONE } else { status::RUNNING }),
+                s(if done {
+                    Status::Done.as_str()
+                } else {
+                    Status::Running.as_str()
+                }),
             )
             .expression_attribute_values(":w", s(worker))
             .expression_attribute_values(":now", n(now_secs()))
@@ -608,9 +650,9 @@ impl Ledger {
             .expression_attribute_values(":now", n(now_secs()))
             .expression_attribute_values(
                 ":status",
-                s(if dead { status::FAILED } else { status::RUNNING }),
+                s(if dead { Status::Failed.as_str() } else { Status::Running.as_str() }),
             )
-            .expression_attribute_values(":done", s(status::DONE))
+            .expression_attribute_values(":done", s(Status::Done.as_str()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .send()
@@ -780,7 +822,7 @@ mod tests {
     fn finished_at_is_read_back_from_the_record() {
         let mut item = Item::new();
         item.insert(SK.into(), s(segment_item(3)));
-        item.insert("status".into(), s(status::DONE));
+        item.insert("status".into(), s(Status::Done.as_str()));
         item.insert("finished_at".into(), n(1234));
         let r = SegmentRecord::from_item(&item).unwrap();
         assert_eq!((r.segment, r.finished_at), (3, Some(1234)));
@@ -806,10 +848,10 @@ mod fixtures {
         }
     }
 
-    pub(super) fn seg(segment: u32, status: &str, rows: u64, ms: u64) -> SegmentRecord {
+    pub(super) fn seg(segment: u32, status: Status, rows: u64, ms: u64) -> SegmentRecord {
         SegmentRecord {
             segment,
-            status: status.into(),
+            status,
             chunks: 2,
             rows_scanned: rows,
             rows_published: rows,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{BoxError, JobRecord, SegmentRecord, status};
+use super::{BoxError, JobRecord, SegmentRecord, Status};
 
 /// A segment `reconcile` puts back on the control queue: where it resumes.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,10 +70,10 @@ pub fn to_reconcile(
                 Some(LeftAlone::NotStarted)
             }
             None => None,
-            Some(r) if r.status == status::DONE => Some(LeftAlone::Done),
+            Some(r) if r.status == Status::Done => Some(LeftAlone::Done),
             Some(r) if r.chunks > crate::task::MAX_CHUNK => Some(LeftAlone::AtChunkLimit),
             Some(r)
-                if r.status == status::RUNNING && now.saturating_sub(r.heartbeat_at) < stale =>
+                if r.status == Status::Running && now.saturating_sub(r.heartbeat_at) < stale =>
             {
                 Some(LeftAlone::Running {
                     seconds_ago: now.saturating_sub(r.heartbeat_at),
@@ -125,13 +125,13 @@ mod tests {
 
     #[test]
     fn reconcile_takes_segments_neither_done_nor_in_flight() {
-        let mut stale = seg(1, status::RUNNING, 10, 10);
+        let mut stale = seg(1, Status::Running, 10, 10);
         stale.resume_key = Some(r#"{"PK":{"S":"k"}}"#.into());
-        let mut fresh = seg(2, status::RUNNING, 10, 10);
+        let mut fresh = seg(2, Status::Running, 10, 10);
         fresh.heartbeat_at = 1950;
-        let mut dead = seg(3, status::FAILED, 10, 10);
+        let mut dead = seg(3, Status::Failed, 10, 10);
         dead.heartbeat_at = 1990;
-        let segments = vec![seg(0, status::DONE, 1, 1), stale, fresh, dead];
+        let segments = vec![seg(0, Status::Done, 1, 1), stale, fresh, dead];
         let plan = to_reconcile(&job(5), &segments, 2000, 300, false, &HashSet::new());
         let r = &plan.resumes;
         let picked: Vec<u32> = r.iter().map(|r| r.segment).collect();
@@ -156,11 +156,11 @@ mod tests {
         );
         // A segment continued as often as a task can carry is not re-enqueued: it would be
         // rejected.
-        let mut limit = seg(1, status::FAILED, 10, 10);
+        let mut limit = seg(1, Status::Failed, 10, 10);
         limit.chunks = crate::task::MAX_CHUNK + 1;
         let plan = to_reconcile(
             &job(2),
-            &[seg(0, status::DONE, 1, 1), limit],
+            &[seg(0, Status::Done, 1, 1), limit],
             2000,
             300,
             false,

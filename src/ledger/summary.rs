@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{JobRecord, JobTotals, SegmentRecord, status};
+use super::{JobRecord, JobTotals, SegmentRecord, Status};
 
 /// A job's figures at one moment: what `status` prints and `--wait` shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,7 +41,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SegmentBrief {
     pub segment: u32,
-    pub status: String,
+    pub status: Status,
     pub duration_seconds: f64,
     pub rows_scanned: u64,
     pub rows_published: u64,
@@ -55,7 +55,7 @@ impl From<&SegmentRecord> for SegmentBrief {
     fn from(r: &SegmentRecord) -> Self {
         Self {
             segment: r.segment,
-            status: r.status.clone(),
+            status: r.status,
             duration_seconds: r.duration_ms as f64 / 1000.0,
             rows_scanned: r.rows_scanned,
             rows_published: r.rows_published,
@@ -79,12 +79,12 @@ const SKEW_TOP: usize = 3;
 pub fn eta_seconds(total: u32, segments: &[SegmentRecord]) -> Option<u64> {
     let (mut done, mut done_ms, mut running) = (0u32, 0u64, 0u32);
     for s in segments {
-        match s.status.as_str() {
-            status::DONE => {
+        match s.status {
+            Status::Done => {
                 done += 1;
                 done_ms = done_ms.saturating_add(s.duration_ms);
             }
-            status::RUNNING => running += 1,
+            Status::Running => running += 1,
             _ => {}
         }
     }
@@ -101,17 +101,17 @@ pub fn eta_seconds(total: u32, segments: &[SegmentRecord]) -> Option<u64> {
 fn running_sum(segments: &[SegmentRecord], figure: fn(&SegmentRecord) -> u64) -> u64 {
     segments
         .iter()
-        .filter(|s| s.status == status::RUNNING)
+        .filter(|s| s.status == Status::Running)
         .map(figure)
         .fold(0, u64::saturating_add)
 }
 
 pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summary {
-    let count = |st: &str| segments.iter().filter(|s| s.status == st).count() as u32;
+    let count = |st: Status| segments.iter().filter(|s| s.status == st).count() as u32;
     let (done, running, failed) = (
-        count(status::DONE),
-        count(status::RUNNING),
-        count(status::FAILED),
+        count(Status::Done),
+        count(Status::Running),
+        count(Status::Failed),
     );
     let rows_published: u64 = segments.iter().map(|s| s.rows_published).sum();
     let state = if done >= job.segments_total {
@@ -126,7 +126,7 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
     let end = match state {
         "done" => segments
             .iter()
-            .filter(|s| s.status == status::DONE)
+            .filter(|s| s.status == Status::Done)
             .map(|s| s.finished_at.unwrap_or(s.heartbeat_at))
             .max()
             .unwrap_or(now),
@@ -173,7 +173,7 @@ pub fn summarize(job: &JobRecord, segments: &[SegmentRecord], now: u64) -> Summa
         largest_segments: top(|s| s.rows_scanned),
         failed_segments: segments
             .iter()
-            .filter(|s| s.status == status::FAILED)
+            .filter(|s| s.status == Status::Failed)
             .map(SegmentBrief::from)
             .collect(),
     }
@@ -276,11 +276,11 @@ mod tests {
     fn chunks_under_way_show_as_provisional_beside_the_counted_figures() {
         // Two segments shorter than a chunk, running: nothing counted yet, but their workers
         // report what they did so far; a done segment's leftovers never count.
-        let mut a = seg(0, status::RUNNING, 0, 0);
+        let mut a = seg(0, Status::Running, 0, 0);
         (a.chunk_rows_scanned, a.chunk_rows_published) = (1200, 1100);
-        let mut b = seg(1, status::RUNNING, 0, 0);
+        let mut b = seg(1, Status::Running, 0, 0);
         (b.chunk_rows_scanned, b.chunk_rows_published) = (800, 800);
-        let mut c = seg(2, status::DONE, 500, 10);
+        let mut c = seg(2, Status::Done, 500, 10);
         (c.chunk_rows_scanned, c.chunk_rows_published) = (9, 9);
         let s = summarize(&job(4), &[a, b, c], 1100);
         assert_eq!(s.rows_published, 500, "counted figures stay exact");
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn the_running_totals_bring_a_summary_up_to_date_without_passing_the_job() {
-        let segments = vec![seg(0, status::DONE, 100, 5000)];
+        let segments = vec![seg(0, Status::Done, 100, 5000)];
         let s = summarize(&job(4), &segments, 1100);
         let totals = JobTotals {
             chunks: 5,
@@ -331,9 +331,9 @@ mod tests {
     #[test]
     fn the_summary_adds_up_and_names_the_state() {
         let segments = vec![
-            seg(0, status::DONE, 100, 5000),
-            seg(1, status::DONE, 300, 1000),
-            seg(2, status::RUNNING, 50, 9000),
+            seg(0, Status::Done, 100, 5000),
+            seg(1, Status::Done, 300, 1000),
+            seg(2, Status::Running, 50, 9000),
         ];
         let s = summarize(&job(4), &segments, 1100);
         assert_eq!(s.state, "running");
@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(s.largest_segments[0].segment, 1);
         assert!(s.failed_segments.is_empty());
 
-        let mut failed = seg(3, status::FAILED, 0, 0);
+        let mut failed = seg(3, Status::Failed, 0, 0);
         failed.last_error = Some("row too large".into());
         let mut all = segments.clone();
         all.push(failed);
@@ -366,7 +366,7 @@ mod tests {
         );
         assert!(s.render().contains("last error: row too large"));
 
-        let done: Vec<_> = (0..4).map(|i| seg(i, status::DONE, 10, 10)).collect();
+        let done: Vec<_> = (0..4).map(|i| seg(i, Status::Done, 10, 10)).collect();
         let s = summarize(&job(4), &done, 1100);
         assert_eq!((s.state.as_str(), s.eta_seconds), ("done", None));
         let empty = summarize(&job(4), &[], 1000);
@@ -392,7 +392,7 @@ mod tests {
             .map(|i| SegmentRecord {
                 finished_at: Some(1100 + 100 * u64::from(i)),
                 heartbeat_at: 1100 + 100 * u64::from(i),
-                ..seg(i, status::DONE, 1000, 10_000)
+                ..seg(i, Status::Done, 1000, 10_000)
             })
             .collect();
         let soon = summarize(&job(4), &done, 1500);
@@ -415,14 +415,14 @@ mod tests {
         // The README's advice: segments = task slots. 64 segments on 64 slots, each about
         // 10 minutes; the first has just finished, 63 run: about 10 minutes to go, not 63 × 10.
         let ten_minutes = 600_000;
-        let mut segments = vec![seg(0, status::DONE, 100, ten_minutes)];
-        segments.extend((1..64).map(|i| seg(i, status::RUNNING, 0, 0)));
+        let mut segments = vec![seg(0, Status::Done, 100, ten_minutes)];
+        segments.extend((1..64).map(|i| seg(i, Status::Running, 0, 0)));
         let s = summarize(&job(64), &segments, 1000 + 600);
         assert_eq!(s.eta_seconds, Some(600));
         assert!(s.render().contains("about 600 s to go"), "{}", s.render());
         // Twice the segments on the same 64 slots: a second wave of 10 minutes follows.
-        let mut twice = vec![seg(0, status::DONE, 100, ten_minutes)];
-        twice.extend((1..65).map(|i| seg(i, status::RUNNING, 0, 0)));
+        let mut twice = vec![seg(0, Status::Done, 100, ten_minutes)];
+        twice.extend((1..65).map(|i| seg(i, Status::Running, 0, 0)));
         let s = summarize(&job(128), &twice, 1000 + 600);
         assert_eq!(
             s.eta_seconds,
@@ -430,11 +430,11 @@ mod tests {
             "127 segments × 600 s over 64 slots"
         );
         // Unknown before any segment has finished, while none runs, and once not running.
-        let running: Vec<_> = (0..64).map(|i| seg(i, status::RUNNING, 0, 0)).collect();
+        let running: Vec<_> = (0..64).map(|i| seg(i, Status::Running, 0, 0)).collect();
         assert_eq!(summarize(&job(64), &running, 1600).eta_seconds, None);
         assert_eq!(summarize(&job(64), &segments[..1], 1600).eta_seconds, None);
         let mut failed = segments.clone();
-        failed[1].status = status::FAILED.into();
+        failed[1].status = Status::Failed;
         assert_eq!(summarize(&job(64), &failed, 1600).eta_seconds, None);
         let json = serde_json::to_value(summarize(&job(64), &running, 1600)).unwrap();
         assert!(json["eta_seconds"].is_null());

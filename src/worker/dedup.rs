@@ -14,7 +14,7 @@
 //!   chunk (a continuation sent twice) is a copy and is dropped.
 
 use crate::codec::Item;
-use crate::ledger::{SegmentRecord, status};
+use crate::ledger::{SegmentRecord, Status};
 
 use crate::BoxError;
 
@@ -61,7 +61,7 @@ pub fn decide(record: &SegmentRecord, claim: Claim<'_>) -> Result<Decision, BoxE
     Ok(match record.counted_by.as_deref() {
         None => Decision::Run,
         Some(by) if by != claim.instance => Decision::Drop,
-        Some(_) if record.status == status::DONE => Decision::Resume { resume_key: None },
+        Some(_) if record.status == Status::Done => Decision::Resume { resume_key: None },
         Some(_) => match record.resume_item()? {
             Some(key) => Decision::Resume {
                 resume_key: Some(key),
@@ -79,14 +79,14 @@ mod tests {
 
     fn record(
         chunks: u32,
-        status: &str,
+        status: Status,
         run: Option<&str>,
         by: Option<&str>,
         key: Option<&str>,
     ) -> SegmentRecord {
         SegmentRecord {
             chunks,
-            status: status.into(),
+            status,
             run_id: run.map(str::to_owned),
             counted_by: by.map(str::to_owned),
             resume_key: key.map(str::to_owned),
@@ -110,33 +110,33 @@ mod tests {
         let decide = |r: &SegmentRecord, chunk| decide(r, claim(chunk)).unwrap();
         // Not counted yet, or the ledger is behind: run.
         assert_eq!(
-            decide(&record(3, status::RUNNING, r1, Some("m0"), Some(KEY)), 3),
+            decide(&record(3, Status::Running, r1, Some("m0"), Some(KEY)), 3),
             Decision::Run
         );
         assert_eq!(
-            decide(&record(1, status::RUNNING, r1, Some("m0"), Some(KEY)), 3),
+            decide(&record(1, Status::Running, r1, Some("m0"), Some(KEY)), 3),
             Decision::Run
         );
         // Past the next chunk too: drop.
         assert_eq!(
-            decide(&record(5, status::RUNNING, r1, Some("m1"), Some(KEY)), 3),
+            decide(&record(5, Status::Running, r1, Some("m1"), Some(KEY)), 3),
             Decision::Drop
         );
         // Counted by another instance: drop; by a record from before counted_by: run.
         assert_eq!(
-            decide(&record(4, status::RUNNING, r1, Some("m0"), Some(KEY)), 3),
+            decide(&record(4, Status::Running, r1, Some("m0"), Some(KEY)), 3),
             Decision::Drop
         );
         assert_eq!(
-            decide(&record(4, status::DONE, r1, Some("m0"), None), 3),
+            decide(&record(4, Status::Done, r1, Some("m0"), None), 3),
             Decision::Drop
         );
         assert_eq!(
-            decide(&record(4, status::RUNNING, r1, None, Some(KEY)), 3),
+            decide(&record(4, Status::Running, r1, None, Some(KEY)), 3),
             Decision::Run
         );
         // Counted by this very instance: go on from the ledger's key, or end.
-        let resumed = decide(&record(4, status::RUNNING, r1, Some("m1"), Some(KEY)), 3);
+        let resumed = decide(&record(4, Status::Running, r1, Some("m1"), Some(KEY)), 3);
         let Decision::Resume {
             resume_key: Some(k),
         } = resumed
@@ -145,11 +145,11 @@ mod tests {
         };
         assert_eq!(crate::codec::key_to_json(&k).to_string(), KEY);
         assert_eq!(
-            decide(&record(4, status::DONE, r1, Some("m1"), None), 3),
+            decide(&record(4, Status::Done, r1, Some("m1"), None), 3),
             Decision::Resume { resume_key: None }
         );
         assert_eq!(
-            decide(&record(4, status::RUNNING, r1, Some("m1"), None), 3),
+            decide(&record(4, Status::Running, r1, Some("m1"), None), 3),
             Decision::Run
         );
     }
@@ -158,9 +158,9 @@ mod tests {
     fn a_finished_job_sent_again_runs_as_a_new_run() {
         // Done by run r0; the same job's first chunk sent again as run r1 (or, hand-written
         // without a run id, as a run of its own): the segment starts over.
-        let done = record(7, status::DONE, Some("r0"), Some("m6"), None);
+        let done = record(7, Status::Done, Some("r0"), Some("m6"), None);
         assert_eq!(decide(&done, claim(0)).unwrap(), Decision::NewRun);
-        let legacy = record(7, status::DONE, None, Some("m6"), None);
+        let legacy = record(7, Status::Done, None, Some("m6"), None);
         assert_eq!(decide(&legacy, claim(0)).unwrap(), Decision::NewRun);
         // A continuation written before run ids existed, on a record of the same age: as before.
         let old = Claim {
@@ -168,7 +168,7 @@ mod tests {
             run: None,
             instance: "m1",
         };
-        let running = record(3, status::RUNNING, None, Some("m0"), Some(KEY));
+        let running = record(3, Status::Running, None, Some("m0"), Some(KEY));
         assert_eq!(decide(&running, old).unwrap(), Decision::Run);
     }
 
@@ -183,9 +183,9 @@ mod tests {
                 any::<u32>()
             ],
             prop_oneof![
-                Just(status::RUNNING),
-                Just(status::DONE),
-                Just(status::FAILED)
+                Just(Status::Running),
+                Just(Status::Done),
+                Just(Status::Failed)
             ],
             prop_oneof![Just(None), Just(Some("r1")), Just(Some("r0"))],
             prop_oneof![Just(None), Just(Some("m1")), Just(Some("m0"))],
@@ -215,7 +215,7 @@ mod tests {
             let after = crate::worker::after_refused_count(&r, c).unwrap();
             prop_assert_eq!(&after, &at_start);
             if at_start == (Decision::Resume { resume_key: None }) {
-                prop_assert_eq!(r.status.as_str(), status::DONE);
+                prop_assert_eq!(r.status, Status::Done);
             }
             if at_start == Decision::Drop {
                 // Only a chunk this run counted is dropped.

@@ -1,0 +1,83 @@
+//! An error answer read: its error code, its class (the one place in `crate::aws::retry` decides
+//! what is retryable), and what it says about the local clock.
+
+use std::time::{Duration, SystemTime};
+
+use crate::aws::retry::{CallError, class_of};
+
+/// An error answer: its error code, and the error classified by status and code.
+pub struct Fault {
+    pub code: Option<String>,
+    pub error: CallError,
+}
+
+/// An error answer (any status but 200), classified by its status and error code.
+pub fn fault(status: u16, body: &[u8]) -> Fault {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "__type", default)]
+        kind: Option<String>,
+        #[serde(alias = "Message", default)]
+        message: Option<String>,
+    }
+    let answer: Answer = serde_json::from_slice(body).unwrap_or(Answer {
+        kind: None,
+        message: None,
+    });
+    // `__type` is "namespace#Code", sometimes followed by ":detail".
+    let code = answer.kind.as_deref().map(|t| {
+        let code = t.rsplit('#').next().unwrap_or(t);
+        code.split(':').next().unwrap_or(code)
+    });
+    let message = answer
+        .message
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    Fault {
+        code: code.map(str::to_owned),
+        error: CallError {
+            class: class_of(Some(status), code),
+            message: format!(
+                "{} (HTTP {status}): {message}",
+                code.unwrap_or("unknown error")
+            ),
+        },
+    }
+}
+
+/// Error codes an answer may give when the request's signing time is too far from the server's
+/// clock (the AWS SDK's own list, `aws-runtime`'s `service_clock_skew`).
+const CLOCK_SKEW_CODES: &[&str] = &[
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "RequestTimeTooSkewed",
+    "AccessDeniedException",
+];
+/// How far the server's clock must be from the signing time to count as skew (the SDK's
+/// threshold; AWS refuses signatures more than 5 minutes off).
+const SKEW_THRESHOLD: Duration = Duration::from_secs(4 * 60);
+
+/// The clock correction to sign with from now on, in milliseconds to add to the local clock,
+/// when an error answer shows that the signing time was off: its code is a signature-time
+/// error and its `Date` header is more than [`SKEW_THRESHOLD`] from `signed_at`. The correction
+/// is the server's time minus the local clock's at `answered_at`; `None` when the answer says
+/// nothing about the clock.
+pub(super) fn clock_correction(
+    code: Option<&str>,
+    date: Option<&str>,
+    signed_at: SystemTime,
+    answered_at: SystemTime,
+) -> Option<i64> {
+    use aws_smithy_types::DateTime;
+    use aws_smithy_types::date_time::Format;
+    code.filter(|c| CLOCK_SKEW_CODES.contains(c))?;
+    let server = SystemTime::try_from(DateTime::from_str(date?, Format::HttpDate).ok()?).ok()?;
+    // Saturating: the `Date` is the server's word, and must not wrap into another sign.
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let off = |a: SystemTime, b: SystemTime| match a.duration_since(b) {
+        Ok(d) => millis(d),
+        Err(e) => -millis(e.duration()),
+    };
+    (off(server, signed_at).unsigned_abs() > SKEW_THRESHOLD.as_secs() * 1000)
+        .then(|| off(server, answered_at))
+}
