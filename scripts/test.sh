@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: every test, from a fresh clone. Installs and starts each emulator itself.
 #   1. unit tests and the CLI start-up tests (no AWS needed);
-#   2. the deployment checks (scripts/check-deploy.sh: kustomize, Kubernetes schemas, checkov,
-#      hadolint, promtool; it installs its tools, promtool from Debian's prometheus package);
+#   2. the deployment checks (scripts/check-deploy.sh: kustomize, Kubernetes and CRD schemas,
+#      checkov, hadolint, promtool; it installs its tools, promtool from Debian's prometheus
+#      package, the CRD schema packages with npm);
 #   3. the integration tests against ministack, then against moto (each started on a free
 #      loopback port, stopped by PID afterwards);
 #      and a small run of examples/wait_cost (the README's --wait cost figures);
