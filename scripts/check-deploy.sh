@@ -614,6 +614,43 @@ def cfn_worker_policy(policy_path, template_path):
         if wr != gr: err(f"{sid}: resources differ: {policy_path} {sorted(wr)}, {template_path} {sorted(gr)}")
     done(f"{len(sids(want))} statements the same in {policy_path} and {template_path}")
 
+SNIPPET_START = "overlay=deploy/overlays/prod"
+
+def snippet(out, *docs):
+    """The shell lines that write a stack's outputs into an overlay (the ```sh block starting
+    with SNIPPET_START): the same in each document; written to out."""
+    blocks = {}
+    for doc in docs:
+        found = []
+        for m in re.finditer(r"^( *)```sh\n(.*?)^ *```$", Path(doc).read_text(), re.M | re.S):
+            indent, body = m.group(1), m.group(2)
+            lines = [l[len(indent):] if l.startswith(indent) else l for l in body.splitlines()]
+            if lines and lines[0] == SNIPPET_START: found.append("\n".join(lines) + "\n")
+        if len(found) != 1: err(f"{doc}: {len(found)} sh blocks start with {SNIPPET_START!r}, expected 1")
+        else: blocks[doc] = found[0]
+    if len(set(blocks.values())) > 1: err(f"the blocks differ between {' and '.join(blocks)}")
+    if not errors: Path(out).write_text(next(iter(blocks.values())))
+    done(f"one block in {', '.join(docs)}, the same in each ({len(next(iter(blocks.values()), '').splitlines())} lines)")
+
+def snippet_rendered(rendered, outputs, region):
+    """The overlay the snippet wrote carries the stack's outputs."""
+    out = dict(l.split("\t", 1) for l in Path(outputs).read_text().splitlines())
+    docs = load(rendered)
+    data = next((d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap"), {})
+    want = {"SCANFLEET__CONTROL__QUEUE_URL": out["ControlQueueUrl"], "SCANFLEET__OUTPUT__QUEUE_URL": out["OutputQueueUrl"],
+            "SCANFLEET__OUTPUT__OVERSIZE_QUEUE_URL": out.get("OversizeQueueUrl", ""),
+            "SCANFLEET__SCAN__DEFAULT_TABLE": out["DefaultTable"], "SCANFLEET__SCAN__ALLOWED_TABLES": out.get("AllowedTables", ""),
+            "SCANFLEET__LEDGER__TABLE": out["LedgerTable"], "AWS_REGION": region}
+    for k, v in want.items():
+        if data.get(k) != v: err(f"ConfigMap {k} is {data.get(k)!r}, expected {v!r}")
+    sa = find(docs, "ServiceAccount", "scanfleet")
+    arn = sa[0]["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn") if sa else None
+    if arn != out["WorkerRoleArn"]: err(f"the service account's role is {arn!r}, expected {out['WorkerRoleArn']!r}")
+    so = find(docs, "ScaledObject")
+    got = [t.get("metadata", {}).get("awsRegion") for o in so for t in o["spec"].get("triggers", [])]
+    if got != [region]: err(f"the ScaledObject's awsRegion is {got}, expected [{region!r}]")
+    done(f"{len(want)} ConfigMap values, the role annotation and KEDA's region from the outputs")
+
 def runbook(rules_file, doc):
     text = Path(doc).read_text()
     headings = {m.group(1) for m in re.finditer(r"^#{2,4} (\S+)\s*$", text, re.M)}
@@ -727,6 +764,42 @@ CHECKOV
   return "$rc"
 }
 
+# The README's and docs/DEPLOY.md's lines that write a stack's outputs into an overlay, run as a
+# reader would after creating the stack: on a copy of the example overlay, with an `aws`
+# stand-in printing made-up outputs in the format the lines ask for; the overlay they leave
+# must render with those values and pass the reference checks.
+stack_outputs_snippet() {
+  "$PY" "$work/checks.py" snippet "$work/snippet.sh" README.md docs/DEPLOY.md
+  local dir="$work/snippet" region=ap-southeast-2
+  mkdir -p "$dir/deploy/overlays"
+  cp -r deploy/base "$dir/deploy/base"
+  cp -r deploy/overlays/example "$dir/deploy/overlays/example"
+  printf '%s\t%s\n' \
+    ControlQueueUrl "https://sqs.$region.amazonaws.com/111122223333/sf-control" \
+    OutputQueueUrl "https://sqs.$region.amazonaws.com/111122223333/sf-rows" \
+    DeadLetterQueueUrl "https://sqs.$region.amazonaws.com/111122223333/sf-control-dlq" \
+    OversizeQueueUrl "https://sqs.$region.amazonaws.com/111122223333/sf-oversize" \
+    LedgerTable sf-ledger \
+    WorkerRoleArn arn:aws:iam::111122223333:role/sf-worker \
+    OperatorPolicyArn arn:aws:iam::111122223333:policy/sf-operator \
+    DefaultTable invoices \
+    AllowedTables invoices-2025,refunds > "$dir/outputs.txt"
+  (
+    cd "$dir"
+    aws() {
+      local want="cloudformation describe-stacks --stack-name sf --query Stacks[0].Outputs[].[OutputKey,OutputValue] --output text"
+      if [[ "$*" != "$want" ]]; then echo "the aws stand-in knows only \`aws $want\`, not \`aws $*\`" >&2; return 1; fi
+      cat outputs.txt
+    }
+    export AWS_REGION=$region STACK=sf
+    # shellcheck disable=SC1091 # written above from the docs
+    source "$work/snippet.sh"
+  )
+  "$KUBECTL" kustomize "$dir/deploy/overlays/prod" > "$work/snippet.yaml"
+  "$PY" "$work/checks.py" snippet_rendered "$work/snippet.yaml" "$dir/outputs.txt" "$region"
+  "$PY" "$work/checks.py" refs "$work/snippet.yaml" config/default.toml
+}
+
 echo "== checks"
 check "kustomize renders base and $overlay" render
 check "built-in kinds valid (kubernetes $KUBERNETES_SCHEMA_VERSION)" validate_builtin
@@ -744,6 +817,7 @@ check "checkov (manifests, Dockerfile, IAM)" checkov_all
 check "cfn-lint $template" "$cfn_lint_venv/bin/cfn-lint" "$template"
 check "checkov $template" checkov_template
 check "template's worker policy = deploy/iam-policy.json" "$PY" "$work/checks.py" cfn_worker_policy deploy/iam-policy.json "$template"
+check "stack outputs into an overlay (README, DEPLOY)" stack_outputs_snippet
 
 echo "== ${#failures[@]} failed; $((SECONDS - started)) s in all"
 if ((${#failures[@]})); then
