@@ -3,8 +3,9 @@
 //! processes; see tests/emulator.rs for how `make test` runs them). Without an endpoint this
 //! test fails: it never passes by skipping.
 //!
-//! The stack's queue and ledger names are the template's defaults (`scanfleet-control`, …), so
-//! this file holds one test: two stacks with the defaults cannot live in one account.
+//! The first test's stack keeps the template's default queue and ledger names
+//! (`scanfleet-control`, …), so it is the only one here that may: two stacks with the defaults
+//! cannot live in one account. The second names everything itself.
 
 mod common;
 
@@ -110,6 +111,48 @@ impl Drop for DeleteOnDrop {
     }
 }
 
+/// Creates the stack with `parameters`, waits for CREATE_COMPLETE (the events in the message
+/// otherwise), and returns its outputs and the guard that deletes it.
+async fn create_stack(
+    stack: &str,
+    parameters: &[(&str, &str)],
+) -> (HashMap<String, String>, DeleteOnDrop) {
+    let cfn = aws_sdk_cloudformation::Client::new(&scanfleet::aws::config().await);
+    let mut create = cfn
+        .create_stack()
+        .stack_name(stack)
+        .template_body(TEMPLATE)
+        .capabilities(Capability::CapabilityNamedIam);
+    for (k, v) in parameters {
+        create = create.parameters(
+            Parameter::builder()
+                .parameter_key(*k)
+                .parameter_value(*v)
+                .build(),
+        );
+    }
+    create.send().await.expect("CreateStack");
+    let guard = DeleteOnDrop {
+        cfn: cfn.clone(),
+        stack: stack.to_owned(),
+    };
+    let created = settle(&cfn, stack).await;
+    assert_eq!(
+        created.stack_status(),
+        Some(&StackStatus::CreateComplete),
+        "stack {stack}: {:?} {:?}\n{}",
+        created.stack_status(),
+        created.stack_status_reason(),
+        events(&cfn, stack).await
+    );
+    let outputs = created
+        .outputs()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
+        .collect();
+    (outputs, guard)
+}
+
 async fn queue_attribute(aws: &Aws, url: &str, name: QueueAttributeName) -> String {
     scanfleet::sqs::queue_attribute(&aws.sqs, url, name.clone())
         .await
@@ -131,39 +174,8 @@ async fn a_job_with_a_ledger_runs_on_the_stacks_outputs() {
         .expect("seed table");
 
     // The stack, with only TableName given.
-    let cfn = aws_sdk_cloudformation::Client::new(&scanfleet::aws::config().await);
     let stack = table.clone();
-    cfn.create_stack()
-        .stack_name(&stack)
-        .template_body(TEMPLATE)
-        .parameters(
-            Parameter::builder()
-                .parameter_key("TableName")
-                .parameter_value(&table)
-                .build(),
-        )
-        .capabilities(Capability::CapabilityNamedIam)
-        .send()
-        .await
-        .expect("CreateStack");
-    let guard = DeleteOnDrop {
-        cfn: cfn.clone(),
-        stack: stack.clone(),
-    };
-    let created = settle(&cfn, &stack).await;
-    assert_eq!(
-        created.stack_status(),
-        Some(&StackStatus::CreateComplete),
-        "stack {stack}: {:?} {:?}\n{}",
-        created.stack_status(),
-        created.stack_status_reason(),
-        events(&cfn, &stack).await
-    );
-    let outputs: HashMap<String, String> = created
-        .outputs()
-        .iter()
-        .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
-        .collect();
+    let (outputs, guard) = create_stack(&stack, &[("TableName", &table)]).await;
     for key in OUTPUTS {
         assert!(
             outputs.get(key).is_some_and(|v| !v.is_empty()),
@@ -316,6 +328,7 @@ async fn a_job_with_a_ledger_runs_on_the_stacks_outputs() {
     f.wait_for_depth(&f.queues.control, 0).await;
     assert_eq!(f.depth(&f.queues.dlq).await, 0, "tasks were dead-lettered");
     drop(workers);
+    let cfn = guard.cfn.clone();
     drop(guard);
     let _ = f
         .aws
@@ -347,4 +360,73 @@ async fn a_job_with_a_ledger_runs_on_the_stacks_outputs() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_optional_resources_and_settings_follow_their_parameters() {
+    common::endpoint();
+    let aws = Aws::from_env().await;
+    // Names of its own, so this stack and the other test's (the defaults) live side by side.
+    let name = devkit::unique_name("opts");
+    let [control, dlq, output, oversize, ledger] =
+        ["control", "dlq", "rows", "oversize", "ledger"].map(|n| format!("{name}-{n}"));
+    let (outputs, _guard) = create_stack(
+        &name,
+        &[
+            ("TableName", "orders"),
+            ("AllowedTable1", "customers"),
+            ("AllowedTable2", "refunds"),
+            ("LedgerTableName", &ledger),
+            ("ControlQueueName", &control),
+            ("DeadLetterQueueName", &dlq),
+            ("OutputQueueName", &output),
+            ("CreateOversizeQueue", "true"),
+            ("OversizeQueueName", &oversize),
+            ("MaxReceiveCount", "7"),
+            ("ControlQueueVisibilityTimeout", "120"),
+            (
+                "EksOidcProvider",
+                "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
+            ),
+            (
+                "TrustedPrincipalArn",
+                "arn:aws:iam::123456789012:role/keda-operator",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        outputs.get("AllowedTables").map(String::as_str),
+        Some("customers,refunds")
+    );
+    assert_eq!(outputs.get("LedgerTable"), Some(&ledger));
+    let url = |key: &str| {
+        outputs
+            .get(key)
+            .unwrap_or_else(|| panic!("output {key} missing: {outputs:?}"))
+            .clone()
+    };
+    for (key, queue) in [
+        ("ControlQueueUrl", &control),
+        ("DeadLetterQueueUrl", &dlq),
+        ("OutputQueueUrl", &output),
+        ("OversizeQueueUrl", &oversize),
+    ] {
+        let arn = queue_attribute(&aws, &url(key), QueueAttributeName::QueueArn).await;
+        assert!(arn.ends_with(&format!(":{queue}")), "{key}: {arn}");
+    }
+    let control_url = url("ControlQueueUrl");
+    let redrive: serde_json::Value = serde_json::from_str(
+        &queue_attribute(&aws, &control_url, QueueAttributeName::RedrivePolicy).await,
+    )
+    .expect("RedrivePolicy is JSON");
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "7",
+        "{redrive}"
+    );
+    assert_eq!(
+        queue_attribute(&aws, &control_url, QueueAttributeName::VisibilityTimeout).await,
+        "120"
+    );
 }
