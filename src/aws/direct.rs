@@ -622,6 +622,11 @@ fn clock_correction(
         .then(|| off(server, answered_at))
 }
 
+/// The requests as sent, checked against `aws-sigv4`'s general signer.
+#[cfg(test)]
+#[path = "sigv4_reference.rs"]
+mod sigv4_reference;
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
