@@ -3,6 +3,7 @@
 //! hot calls use. Nothing here knows tasks, rows or the ledger.
 
 pub mod direct;
+pub mod error_answer;
 pub mod transport;
 
 /// How long a connection attempt may take before it counts as failed.
