@@ -18,8 +18,12 @@
 # an IAM user `scanfleet-admin` (CreateUser, PutUserPolicy with Action/Resource "*",
 # CreateAccessKey). Its key is written to .run/moto-auth.admin as "KEY_ID SECRET" (one line),
 # for the tests to run as (scripts/test.sh passes it as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY).
-# Start-up then proves the count was right: the admin key is accepted and a wrong secret is
-# refused with SignatureDoesNotMatch (one request too many or too few fails one of the two).
+# Start-up then proves the count was right: the next request, with a wrong secret, must be
+# refused with SignatureDoesNotMatch (one more unchecked request and it would pass), and the
+# admin key then accepted (one fewer, and CreateAccessKey would already have been refused).
+# Everything else (queues, tables, the worker's users, roles and policies) is created by that
+# authorised admin, checked like any caller, so tests may run in any order, in parallel, and
+# again on the same moto: none of them spends the unchecked budget.
 #
 # Each emulator gets its own virtual environment because they pin clashing botocore versions.
 # Both keep all state in memory: a restart is an empty AWS.
@@ -115,6 +119,7 @@ PY
       echo "moto-auth: setting up the admin user failed; moto's log:" >&2
       tail -n 50 "$run/$name.log" >&2
       kill "$pid" 2>/dev/null || true
+      rm -f "$run/$name.admin.tmp"
       exit 1
     fi
     mv "$run/$name.admin.tmp" "$run/$name.admin"
@@ -139,15 +144,17 @@ key = iam.create_access_key(UserName="scanfleet-admin")["AccessKey"]
 def sqs(secret):
     return session.create_client("sqs", endpoint_url=url, aws_access_key_id=key["AccessKeyId"],
                                  aws_secret_access_key=secret)
-sqs(key["SecretAccessKey"]).list_queues()
+# The first checked request: refused only if the count was not too high; then accepted only
+# if it was not too low (CreateAccessKey above would have been refused).
 try:
     sqs(key["SecretAccessKey"] + "x").list_queues()
-    sys.exit("a wrong secret was accepted: moto is not checking signatures (count off?)")
+    sys.exit("a wrong secret was accepted: moto served more requests unchecked than counted")
 except ClientError as e:
     # moto answers an auth failure with an XML error body, even to SQS's JSON protocol, so
     # botocore reports the code as "403": the code is looked for in the whole message.
     if "SignatureDoesNotMatch" not in str(e):
         raise
+sqs(key["SecretAccessKey"]).list_queues()
 print(key["AccessKeyId"], key["SecretAccessKey"])
 PY
 }
