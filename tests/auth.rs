@@ -483,10 +483,18 @@ const REFUSALS: [&str; 4] = [
     "HTTP 403",
 ];
 
+/// `text` (a process's log) shows no refusal and no warning or error at all: a refusal the
+/// SDK could not read (moto's XML answer, see `Auth::new`) has no code in its text, but any
+/// failed call is logged as a warning or an error.
 fn assert_no_refusal(what: &str, text: &str) {
     for refusal in REFUSALS {
         assert!(!text.contains(refusal), "{what} was refused: {text}");
     }
+    let complaints: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(complaints.is_empty(), "{what} complained: {complaints:#?}");
 }
 
 /// The worker's error counters, all of which must stay 0 when every request is accepted.
@@ -578,6 +586,11 @@ async fn a_whole_job_runs_on_role_credentials(client: &str) {
     assert_eq!(
         devkit::metric_sum(&metrics, "scanfleet_rows_published_total", ""),
         rows as f64
+    );
+    // Present once the worker read the control queue's counts (`GetQueueAttributes`).
+    assert!(
+        metrics.contains("scanfleet_control_queue_messages "),
+        "{metrics}"
     );
     for metric in ERROR_METRICS {
         assert_eq!(
