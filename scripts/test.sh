@@ -8,8 +8,11 @@
 #      loopback port, stopped by PID afterwards), deploy/aws/scanfleet.yaml's stack among them
 #      (tests/stack.rs);
 #      and a small run of examples/wait_cost (the README's --wait cost figures);
+#   3b. signatures and IAM (tests/auth.rs) against moto in auth mode (`emulator.sh start
+#      moto-auth`: every signature recomputed, IAM policies evaluated), as the admin user that
+#      start creates; the tests give each scanfleet process role credentials of their own;
 #   4. the benchmark in a small, quick configuration, only to prove it runs (no timing judged).
-# SCANFLEET_EMULATORS="ministack" limits step 3 to the named emulators.
+# SCANFLEET_EMULATORS="ministack" limits step 3 to the named emulators (3b runs with moto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +49,21 @@ for emulator in $emulators; do
   scripts/emulator.sh stop "$emulator"
   running=${running/ $emulator/}
 done
+
+if [[ " $emulators " == *" moto "* ]]; then
+  echo "== signatures and IAM on moto in auth mode"
+  url=$(scripts/emulator.sh start moto-auth)
+  running="$running moto-auth"
+  # The admin user emulator.sh created within moto's unchecked requests: "KEY_ID SECRET".
+  read -r admin_key admin_secret < .run/moto-auth.admin
+  env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID="$admin_key" AWS_SECRET_ACCESS_KEY="$admin_secret" \
+    NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" \
+    SCANFLEET_TEST_EMULATOR=moto \
+    cargo test --locked --no-fail-fast --test auth 2>&1 | tee -a "$log"
+  scripts/emulator.sh stop moto-auth
+  running=${running/ moto-auth/}
+fi
 
 echo "== benchmark smoke run (BENCH_SMOKE=1: debug build, small table, nothing recorded)"
 BENCH_SMOKE=1 scripts/bench.sh --rows 2000 --segments 4 --latency-ms 5 --no-scaling

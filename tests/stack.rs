@@ -154,7 +154,7 @@ async fn create_stack(
 }
 
 async fn queue_attribute(aws: &Aws, url: &str, name: QueueAttributeName) -> String {
-    scanfleet::sqs::queue_attribute(&aws.sqs, url, name.clone())
+    scanfleet::aws::sqs::queue_attribute(&aws.sqs, url, name.clone())
         .await
         .expect("GetQueueAttributes")
         .unwrap_or_else(|| panic!("queue {url} has no {name:?}"))

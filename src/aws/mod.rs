@@ -1,11 +1,13 @@
 //! The AWS side, below the domain: the SDK configuration and timeouts every call shares, the
 //! HTTP connectors ([`transport`]), the one place that decides what is retryable ([`retry`]),
+//! error answers read whatever their shape ([`error_answer`]),
 //! scanfleet's own signed JSON client ([`direct`]) that the hot calls use, and the two services'
 //! adapters ([`sqs`]: the control queue and the publisher; [`dynamodb`]: the scan). Nothing here
 //! knows tasks, jobs or the ledger.
 
 pub mod direct;
 pub mod dynamodb;
+pub mod error_answer;
 pub mod retry;
 pub mod sqs;
 pub mod transport;

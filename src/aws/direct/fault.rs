@@ -11,36 +11,21 @@ pub struct Fault {
     pub error: CallError,
 }
 
-/// An error answer (any status but 200), classified by its status and error code.
+/// An error answer (any status but 200), classified by its status and error code (read by
+/// [`crate::aws::error_answer`], whatever the body's shape).
 pub fn fault(status: u16, body: &[u8]) -> Fault {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        #[serde(rename = "__type", default)]
-        kind: Option<String>,
-        #[serde(alias = "Message", default)]
-        message: Option<String>,
-    }
-    let answer: Answer = serde_json::from_slice(body).unwrap_or(Answer {
-        kind: None,
-        message: None,
-    });
-    // `__type` is "namespace#Code", sometimes followed by ":detail".
-    let code = answer.kind.as_deref().map(|t| {
-        let code = t.rsplit('#').next().unwrap_or(t);
-        code.split(':').next().unwrap_or(code)
-    });
-    let message = answer
-        .message
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let answer = crate::aws::error_answer::read(body);
+    let code = answer.code.as_deref();
     Fault {
-        code: code.map(str::to_owned),
         error: CallError {
             class: class_of(Some(status), code),
             message: format!(
-                "{} (HTTP {status}): {message}",
-                code.unwrap_or("unknown error")
+                "{} (HTTP {status}): {}",
+                code.unwrap_or("unknown error"),
+                answer.message
             ),
         },
+        code: answer.code,
     }
 }
 

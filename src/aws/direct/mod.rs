@@ -306,5 +306,8 @@ impl JsonClient {
     }
 }
 
+/// The requests as sent, checked against `aws-sigv4`'s general signer.
+#[cfg(test)]
+mod sigv4_reference;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -133,7 +133,7 @@ impl Publisher {
                     ),
                     Err(e) => Err(CallError {
                         class: retry::classify(&e),
-                        message: crate::error_chain(&e),
+                        message: crate::aws::error_answer::describe(&e),
                     }),
                 }
             }
