@@ -412,6 +412,38 @@ impl Task {
     }
 }
 
+impl TaskMessage {
+    /// The first task of `segment` of the job whose tasks `self` stands for (enqueue's
+    /// template, a task of the job with its settings).
+    pub fn for_segment(&self, segment: u32) -> TaskMessage {
+        TaskMessage {
+            current_segment: segment.into(),
+            exclusive_start_key: None,
+            chunk: None,
+            origin_message_id: None,
+            ..self.clone()
+        }
+    }
+
+    /// The task that resumes `segment` at `chunk` (0: from its start) from `start_key`, in the
+    /// run `run_id` names (`None`: the template's run), as `reconcile` sends it.
+    pub fn resume(
+        &self,
+        segment: u32,
+        chunk: u32,
+        start_key: Option<serde_json::Value>,
+        run_id: Option<String>,
+    ) -> TaskMessage {
+        let mut task = self.for_segment(segment);
+        task.chunk = (chunk > 0).then_some(i64::from(chunk));
+        task.exclusive_start_key = start_key;
+        if run_id.is_some() {
+            task.run_id = run_id;
+        }
+        task
+    }
+}
+
 /// The body of a task scanfleet sends (a continuation), as text SQS accepts
 /// ([`crate::json::to_sqs_text`]), refused when a worker would reject it as too large: the
 /// rest of its segment would then be lost to the dead-letter queue.

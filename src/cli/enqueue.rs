@@ -252,25 +252,26 @@ pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
     if let Some(rate) = job.read_units_per_second {
         crate::budget::check_rate(rate).map_err(EnqueueError::Budget)?;
     }
+    let template = TaskMessage {
+        current_segment: 0,
+        total_segments: job.segments.into(),
+        limit_of_rows: job.limit_of_rows.map(i64::from),
+        table: Some(job.table.clone()),
+        job_id: Some(job.job_id.clone()),
+        exclusive_start_key: None,
+        chunk: None,
+        run_id: Some(job.run_id.clone()),
+        origin_message_id: None,
+        filter_expression: job.options.filter_expression.clone(),
+        projection_expression: job.options.projection_expression.clone(),
+        expression_attribute_names: job.options.expression_attribute_names.clone(),
+        expression_attribute_values: job.options.expression_attribute_values.clone(),
+        consistent_read: job.options.consistent_read,
+        read_units_per_second: job.read_units_per_second,
+    };
     (0..job.segments.max(1))
         .map(|segment| {
-            let msg = TaskMessage {
-                current_segment: segment.into(),
-                total_segments: job.segments.into(),
-                limit_of_rows: job.limit_of_rows.map(i64::from),
-                table: Some(job.table.clone()),
-                job_id: Some(job.job_id.clone()),
-                exclusive_start_key: None,
-                chunk: None,
-                run_id: Some(job.run_id.clone()),
-                origin_message_id: None,
-                filter_expression: job.options.filter_expression.clone(),
-                projection_expression: job.options.projection_expression.clone(),
-                expression_attribute_names: job.options.expression_attribute_names.clone(),
-                expression_attribute_values: job.options.expression_attribute_values.clone(),
-                consistent_read: job.options.consistent_read,
-                read_units_per_second: job.read_units_per_second,
-            };
+            let msg = template.for_segment(segment);
             // Expressions may hold U+FFFE or U+FFFF: written as escapes SQS accepts.
             let body = crate::json::to_sqs_text(&msg).expect("task messages always serialize");
             task::parse(&body, &Only(&job.table))?;

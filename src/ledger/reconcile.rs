@@ -1,9 +1,10 @@
 //! Which segments `reconcile` puts back on the control queue, and the task that resumes
 //! each. Pure: the reads and the sends are in `crate::cli::reconcile`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use super::{BoxError, JobRecord, SegmentRecord, Status};
+use crate::task::TaskMessage;
 
 /// A segment `reconcile` puts back on the control queue: where it resumes.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,22 +101,22 @@ pub fn to_reconcile(
     plan
 }
 
-/// The task message that resumes a segment, built from the job's template.
+/// The task message that resumes a segment, built from the job's template (a task of the job
+/// as `enqueue` wrote it; [`TaskMessage::resume`] makes the resuming task of it).
 pub fn resume_task(template: &str, resume: &Resume) -> Result<String, BoxError> {
-    let mut task: HashMap<String, serde_json::Value> = serde_json::from_str(template)?;
-    task.insert("current_segment".into(), resume.segment.into());
-    task.remove("chunk");
-    task.remove("exclusive_start_key");
-    if resume.chunk > 0 {
-        task.insert("chunk".into(), resume.chunk.into());
-    }
-    if let Some(key) = &resume.start_key {
-        task.insert("exclusive_start_key".into(), serde_json::from_str(key)?);
-    }
-    if let Some(run) = &resume.run_id {
-        task.insert("run_id".into(), run.clone().into());
-    }
-    Ok(serde_json::to_string(&task)?)
+    let template: TaskMessage = serde_json::from_str(template)?;
+    let start_key = resume
+        .start_key
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()?;
+    let task = template.resume(
+        resume.segment,
+        resume.chunk,
+        start_key,
+        resume.run_id.clone(),
+    );
+    Ok(crate::json::to_sqs_text(&task)?)
 }
 
 #[cfg(test)]
