@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: every test, from a fresh clone. Installs and starts each emulator itself.
+#   0. the layout of src/ (scripts/layout.py);
 #   1. unit tests and the CLI start-up tests (no AWS needed);
 #   2. the deployment checks (scripts/check-deploy.sh: kustomize, Kubernetes and CRD schemas,
 #      checkov, hadolint, promtool; it installs its tools, promtool from Debian's prometheus
@@ -22,6 +23,9 @@ running=""
 log=$(mktemp)
 cleanup() { for e in $running; do scripts/emulator.sh stop "$e" || true; done; }
 trap 'cleanup; rm -f "$log"' EXIT
+
+echo "== layout of src/ (scripts/layout.py: no import circle, at most 7 floors, files of at most 600 product lines)"
+python3 scripts/layout.py >/dev/null
 
 echo "== unit tests and CLI tests"
 cargo test --locked --no-fail-fast --lib --bins --test cli --test mocks 2>&1 | tee -a "$log"

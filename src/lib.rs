@@ -8,6 +8,7 @@ pub mod batch;
 pub mod budget;
 pub mod cli;
 pub mod codec;
+#[cfg(feature = "devkit")]
 pub mod devkit;
 #[cfg(test)]
 mod docs_check;
