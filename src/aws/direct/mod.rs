@@ -19,7 +19,6 @@ use aws_smithy_runtime_api::client::http::{HttpConnector, SharedHttpConnector};
 use aws_smithy_runtime_api::http::Request as HttpRequest;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::endpoint::Endpoint;
-use aws_types::service_config::ServiceConfigKey;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use http_body_util::BodyExt;
@@ -28,11 +27,14 @@ use tokio::sync::Mutex;
 use crate::aws::retry::{CallError, Class, class_of};
 
 mod credentials;
+mod endpoint;
 mod fault;
 mod sigv4;
 
 use credentials::unusable_credentials;
 pub use credentials::{CREDENTIAL_VARIABLES, check_credential_variables, credential_flaw};
+pub use endpoint::EndpointInputs;
+pub(crate) use endpoint::json_client_for;
 use fault::clock_correction;
 pub use fault::{Fault, fault};
 
@@ -87,42 +89,6 @@ pub enum SetupError {
     NoCredentials,
     #[error("the {0} endpoint cannot be resolved: {1}")]
     Endpoint(&'static str, String),
-}
-
-/// What the endpoint resolver of a service needs from the shared configuration.
-pub struct EndpointInputs {
-    pub region: String,
-    /// `AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL` or the profile's `endpoint_url`.
-    pub configured: Option<String>,
-    pub use_fips: Option<bool>,
-    pub use_dual_stack: Option<bool>,
-}
-
-impl EndpointInputs {
-    /// Reads them with the precedence the SDK's service configs apply: the service-specific
-    /// setting, then the general one. `service_id` is the SDK's (`SQS`, `DynamoDB`).
-    pub fn from_sdk(sdk: &aws_types::SdkConfig, service_id: &str) -> Result<Self, SetupError> {
-        let region = sdk.region().ok_or(SetupError::NoRegion)?.to_string();
-        let configured = sdk
-            .service_config()
-            .and_then(|c| {
-                c.load_config(
-                    ServiceConfigKey::builder()
-                        .service_id(service_id)
-                        .env("AWS_ENDPOINT_URL")
-                        .profile("endpoint_url")
-                        .build()
-                        .expect("every field is set"),
-                )
-            })
-            .or_else(|| sdk.endpoint_url().map(str::to_owned));
-        Ok(Self {
-            region,
-            configured,
-            use_fips: sdk.use_fips(),
-            use_dual_stack: sdk.use_dual_stack(),
-        })
-    }
 }
 
 impl JsonClient {

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::scan::{ScanError as SdkScanError, ScanOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
@@ -19,7 +18,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
-use crate::aws::direct::{EndpointInputs, JsonClient, SetupError};
+use crate::aws::direct::{JsonClient, SetupError};
 use crate::aws::retry::{self, CallError, Class};
 use crate::codec::{self, DynamoItem, Item, Row, RowWriter};
 use crate::telemetry;
@@ -184,25 +183,15 @@ impl DirectScan {
         sdk: &aws_types::SdkConfig,
         http: SharedHttpConnector,
     ) -> Result<Self, SetupError> {
-        let inputs = EndpointInputs::from_sdk(sdk, "DynamoDB")?;
-        let endpoint = async {
-            let params = Params::builder()
-                .region(inputs.region.clone())
-                .set_endpoint(inputs.configured)
-                .set_use_fips(inputs.use_fips)
-                .set_use_dual_stack(inputs.use_dual_stack)
-                .account_id_endpoint_mode("disabled")
-                .build()
-                .map_err(|e| e.to_string())?;
-            DefaultResolver::new()
-                .resolve_endpoint(&params)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let endpoint = endpoint.await;
-        Ok(Self {
-            client: JsonClient::new(sdk, http, "dynamodb", inputs.region, endpoint)?,
-        })
+        let client = crate::aws::direct::json_client_for!(
+            aws_sdk_dynamodb,
+            "DynamoDB",
+            "dynamodb",
+            sdk,
+            http,
+            account_id_endpoint_mode("disabled"),
+        )?;
+        Ok(Self { client })
     }
 
     /// One page, retrying throttling and transient failures with the task backoff (the SDK

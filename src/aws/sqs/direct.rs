@@ -11,11 +11,10 @@
 
 use std::io::Write as _;
 
-use aws_sdk_sqs::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 
 use super::{EntryFailure, OutMessage, account_for};
-use crate::aws::direct::{EndpointInputs, JsonClient, SetupError};
+use crate::aws::direct::{JsonClient, SetupError};
 use crate::aws::retry::{CallError, Class};
 use crate::json;
 
@@ -34,24 +33,8 @@ impl DirectSqs {
         sdk: &aws_types::SdkConfig,
         http: SharedHttpConnector,
     ) -> Result<Self, SetupError> {
-        let inputs = EndpointInputs::from_sdk(sdk, "SQS")?;
-        let endpoint = async {
-            let params = Params::builder()
-                .region(inputs.region.clone())
-                .set_endpoint(inputs.configured)
-                .set_use_fips(inputs.use_fips)
-                .set_use_dual_stack(inputs.use_dual_stack)
-                .build()
-                .map_err(|e| e.to_string())?;
-            DefaultResolver::new()
-                .resolve_endpoint(&params)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let endpoint = endpoint.await;
-        Ok(Self {
-            client: JsonClient::new(sdk, http, "sqs", inputs.region, endpoint)?,
-        })
+        let client = crate::aws::direct::json_client_for!(aws_sdk_sqs, "SQS", "sqs", sdk, http)?;
+        Ok(Self { client })
     }
 
     /// One `SendMessageBatch` attempt; entry ids are positions in `entries`.
