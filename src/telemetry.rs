@@ -30,6 +30,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// A service the direct client signs for: the `service` label of
+/// `scanfleet_clock_corrections_total`, and the SigV4 signing name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Sqs,
+    Dynamodb,
+}
+
+impl Service {
+    pub const ALL: [Service; 2] = [Service::Sqs, Service::Dynamodb];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Service::Sqs => "sqs",
+            Service::Dynamodb => "dynamodb",
+        }
+    }
+}
+
 /// The `outcome` label of `scanfleet_rows_oversize_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oversize {
@@ -293,9 +312,8 @@ fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>, reasons: &[&
     for outcome in Oversize::ALL {
         counter!(ROWS_OVERSIZE, "outcome" => outcome.label()).increment(0);
     }
-    // The signing names of the direct clients (scan.rs, sqs/direct.rs).
-    for service in ["sqs", "dynamodb"] {
-        counter!(CLOCK_CORRECTIONS, "service" => service).increment(0);
+    for service in Service::ALL {
+        counter!(CLOCK_CORRECTIONS, "service" => service.label()).increment(0);
     }
     gauge!(TASKS_IN_FLIGHT).set(0.0);
     gauge!(READ_CAPACITY).set(0.0);
@@ -418,7 +436,8 @@ pub fn scan_retry(reason: &str) {
 
 /// A direct client found the local clock `offset_ms` behind the service's (ahead if negative)
 /// and signs with the service's time from now on.
-pub fn clock_corrected(service: &'static str, offset_ms: i64) {
+pub fn clock_corrected(service: Service, offset_ms: i64) {
+    let service = service.label();
     counter!(names::CLOCK_CORRECTIONS, "service" => service).increment(1);
     warn!(
         service,

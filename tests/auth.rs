@@ -734,7 +734,7 @@ async fn direct_scan(table: &str, keys: &Keys) -> Result<(), scanfleet::aws::ret
     let client = scanfleet::aws::direct::JsonClient::new(
         &sdk,
         scanfleet::aws::transport::Transport::new().calls(),
-        "dynamodb",
+        scanfleet::telemetry::Service::Dynamodb,
         REGION.into(),
         Ok(endpoint),
     )

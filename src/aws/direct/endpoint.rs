@@ -47,12 +47,12 @@ impl EndpointInputs {
 /// dual-stack). A macro because each SDK crate has its own `Params` and `DefaultResolver` types
 /// with the same builder; trailing `name(value)` pairs set a service's own parameters.
 ///
-/// `json_client_for!(aws_sdk_sqs, "SQS", "sqs", sdk, http)` evaluates to
+/// `json_client_for!(aws_sdk_sqs, "SQS", Service::Sqs, sdk, http)` evaluates to
 /// `Result<JsonClient, SetupError>`.
 macro_rules! json_client_for {
-    ($service:ident, $service_id:literal, $signing_name:literal, $sdk:expr, $http:expr
+    ($krate:ident, $service_id:literal, $service:expr, $sdk:expr, $http:expr
      $(, $param:ident($value:expr))* $(,)?) => {{
-        use $service::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        use $krate::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
         let sdk: &aws_types::SdkConfig = $sdk;
         match $crate::aws::direct::EndpointInputs::from_sdk(sdk, $service_id) {
             Err(e) => Err(e),
@@ -72,7 +72,7 @@ macro_rules! json_client_for {
                         .map_err(|e| e.to_string())
                 }
                 .await;
-                $crate::aws::direct::JsonClient::new(sdk, $http, $signing_name, inputs.region, endpoint)
+                $crate::aws::direct::JsonClient::new(sdk, $http, $service, inputs.region, endpoint)
             }
         }
     }};

@@ -26,6 +26,8 @@ use tokio::sync::Mutex;
 
 use crate::aws::retry::{CallError, Class, class_of};
 
+use crate::telemetry::Service;
+
 mod credentials;
 mod endpoint;
 mod fault;
@@ -53,7 +55,8 @@ pub struct JsonClient {
     endpoint_text: String,
     host: HeaderValue,
     region: String,
-    /// The service's SigV4 signing name (`sqs`, `dynamodb`).
+    /// The service, whose label is its SigV4 signing name (`sqs`, `dynamodb`).
+    service: Service,
     signing_name: &'static str,
     /// The endpoint's path when it can be signed as it stands (see [`Self::sign`]); otherwise
     /// requests go through `aws-sigv4`'s general signer.
@@ -97,10 +100,11 @@ impl JsonClient {
     pub fn new(
         sdk: &aws_types::SdkConfig,
         http: SharedHttpConnector,
-        signing_name: &'static str,
+        service: Service,
         region: String,
         endpoint: Result<Endpoint, String>,
     ) -> Result<Self, SetupError> {
+        let signing_name = service.label();
         let unresolvable = |e: String| SetupError::Endpoint(signing_name, e);
         let credentials = sdk
             .credentials_provider()
@@ -137,6 +141,7 @@ impl JsonClient {
             endpoint,
             host,
             region,
+            service,
             signing_name,
             credentials,
             cached: Mutex::new(None),
@@ -185,7 +190,7 @@ impl JsonClient {
                 {
                     // Refused for the clock alone: the next attempt signs with the server's time.
                     self.clock_correction_ms.store(ms, Ordering::Relaxed);
-                    crate::telemetry::clock_corrected(self.signing_name, ms);
+                    crate::telemetry::clock_corrected(self.service, ms);
                     error.class = Class::Transient;
                     let (by, way) = (
                         (ms.unsigned_abs() + 500) / 1000,

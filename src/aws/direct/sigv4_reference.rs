@@ -88,25 +88,25 @@ fn the_requests_as_sent_are_signed_as_aws_sigv4_signs_them() {
     let endpoints = [
         // (service, endpoint URL, X-Amz-Target, whether the fast path signs it)
         (
-            "sqs",
+            Service::Sqs,
             "https://sqs.eu-west-1.amazonaws.com",
             "AmazonSQS.SendMessageBatch",
             true,
         ),
         (
-            "dynamodb",
+            Service::Dynamodb,
             "https://dynamodb.eu-west-1.amazonaws.com",
             "DynamoDB_20120810.Scan",
             true,
         ),
         (
-            "sqs",
+            Service::Sqs,
             "http://127.0.0.1:4566",
             "AmazonSQS.SendMessageBatch",
             true,
         ),
         (
-            "dynamodb",
+            Service::Dynamodb,
             "https://gateway.example:8443/aws/ddb-eu_1.v2~x",
             "DynamoDB_20120810.Scan",
             true,
@@ -115,13 +115,13 @@ fn the_requests_as_sent_are_signed_as_aws_sigv4_signs_them() {
         // space and an encoded non-ASCII character) or normalizing (`.` segments): the general
         // signer's encoding, asserted below to be the one taken.
         (
-            "dynamodb",
+            Service::Dynamodb,
             "https://gateway.example/aws/ddb%20eu/caf%C3%A9/a+b:c@d=e'f",
             "DynamoDB_20120810.Scan",
             false,
         ),
         (
-            "sqs",
+            Service::Sqs,
             "https://gateway.example/a/./b/../sqs",
             "AmazonSQS.SendMessageBatch",
             false,
@@ -151,7 +151,7 @@ fn the_requests_as_sent_are_signed_as_aws_sigv4_signs_them() {
                     .signed_request(target, body.into_bytes(), credentials, time)
                     .unwrap();
                 let reference =
-                    reference_signature(&request, credentials, "eu-west-1", service, time);
+                    reference_signature(&request, credentials, "eu-west-1", service.label(), time);
                 let expected = |name: &str| {
                     reference
                         .iter()
@@ -159,7 +159,8 @@ fn the_requests_as_sent_are_signed_as_aws_sigv4_signs_them() {
                         .map(|(_, v)| v.clone())
                 };
                 let context = format!(
-                    "{service} {url} at {secs}, token: {}",
+                    "{} {url} at {secs}, token: {}",
+                    service.label(),
                     credentials.session_token().is_some()
                 );
                 assert_eq!(

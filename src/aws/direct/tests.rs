@@ -17,7 +17,7 @@ pub(crate) fn sdk_config(
 
 /// A client of `service` in eu-west-1 for the endpoint `url`, signing with `credentials`.
 fn client_for(
-    service: &'static str,
+    service: Service,
     url: &str,
     credentials: &Credentials,
 ) -> Result<JsonClient, SetupError> {
@@ -56,7 +56,12 @@ where
 #[tokio::test]
 async fn requests_are_signed_for_the_service_in_the_region_over_target_and_body() {
     let credentials = Credentials::new("AKID", "secret", Some("token".into()), None, "t");
-    let client = client_for("sqs", "https://sqs.eu-west-1.amazonaws.com", &credentials).unwrap();
+    let client = client_for(
+        Service::Sqs,
+        "https://sqs.eu-west-1.amazonaws.com",
+        &credentials,
+    )
+    .unwrap();
     let request = client
         .signed_request(
             "AmazonSQS.SendMessageBatch",
@@ -99,17 +104,17 @@ fn the_direct_signer_agrees_with_aws_sigv4() {
     let without = Credentials::new("AKID2", "another-secret", None, None, "t");
     for (service, url, target) in [
         (
-            "sqs",
+            Service::Sqs,
             "https://sqs.eu-west-1.amazonaws.com",
             "AmazonSQS.SendMessageBatch",
         ),
         (
-            "dynamodb",
+            Service::Dynamodb,
             "http://127.0.0.1:4566",
             "DynamoDB_20120810.Scan",
         ),
         (
-            "dynamodb",
+            Service::Dynamodb,
             "https://proxy.example/aws/ddb",
             "DynamoDB_20120810.Scan",
         ),
@@ -137,7 +142,7 @@ fn the_direct_signer_agrees_with_aws_sigv4() {
                         .sign_with_aws_sigv4(target, body.as_bytes(), credentials, time)
                         .unwrap(),
                 );
-                assert_eq!(direct, reference, "{service} {url} {secs}");
+                assert_eq!(direct, reference, "{service:?} {url} {secs}");
             }
         }
     }
@@ -220,7 +225,8 @@ async fn credentials_that_cannot_sign_fail_the_call_without_sending_it() {
             .url("https://sqs.eu-west-1.amazonaws.com")
             .build();
         let http = SharedHttpConnector::new(replay.clone());
-        let client = JsonClient::new(&sdk, http, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+        let client =
+            JsonClient::new(&sdk, http, Service::Sqs, "eu-west-1".into(), Ok(endpoint)).unwrap();
         let e = client
             .call("AmazonSQS.SendMessageBatch", b"{}".to_vec())
             .await
@@ -249,7 +255,7 @@ fn a_region_or_a_time_that_cannot_be_signed_is_an_error() {
     let client = JsonClient::new(
         &sdk,
         crate::aws::transport::Transport::new().calls(),
-        "dynamodb",
+        Service::Dynamodb,
         "eu-west-1\n".into(),
         Ok(endpoint),
     )
@@ -260,7 +266,7 @@ fn a_region_or_a_time_that_cannot_be_signed_is_an_error() {
         .sign(&path, target, b"{}", &credentials, SystemTime::now())
         .unwrap_err();
     assert!(e.message.contains("authorization header"), "{}", e.message);
-    let client = client_for("dynamodb", "http://127.0.0.1:4566", &credentials).unwrap();
+    let client = client_for(Service::Dynamodb, "http://127.0.0.1:4566", &credentials).unwrap();
     // Year 10000 (a server's Date of 31 Dec 9999 as the clock correction, plus a moment).
     let far = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
     let e = client
@@ -280,7 +286,8 @@ async fn a_clock_correction_that_cannot_be_signed_with_fails_the_call() {
         .url("https://sqs.eu-west-1.amazonaws.com")
         .build();
     let http = SharedHttpConnector::new(replay.clone());
-    let client = JsonClient::new(&sdk, http, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+    let client =
+        JsonClient::new(&sdk, http, Service::Sqs, "eu-west-1".into(), Ok(endpoint)).unwrap();
     client
         .clock_correction_ms
         .store(i64::MAX, Ordering::Relaxed);
@@ -301,7 +308,7 @@ fn an_endpoint_path_that_needs_encoding_goes_to_the_general_signer() {
         "https://h.example/a?x=1",
         "https://h.example//a",
     ] {
-        let client = client_for("sqs", url, &credentials);
+        let client = client_for(Service::Sqs, url, &credentials);
         // Some of these are not even URIs; those fail at setup, naming the endpoint.
         if let Ok(client) = client {
             assert_eq!(client.canonical_path, None, "{url}");
@@ -393,7 +400,8 @@ async fn after_a_clock_refusal_the_next_request_is_signed_at_the_services_time()
         .url("https://sqs.eu-west-1.amazonaws.com")
         .build();
     let http = SharedHttpConnector::new(replay.clone());
-    let client = JsonClient::new(&sdk, http, "sqs", "eu-west-1".into(), Ok(endpoint)).unwrap();
+    let client =
+        JsonClient::new(&sdk, http, Service::Sqs, "eu-west-1".into(), Ok(endpoint)).unwrap();
 
     let target = "AmazonSQS.SendMessageBatch";
     let refused = client.call(target, b"{}".to_vec()).await.unwrap_err();

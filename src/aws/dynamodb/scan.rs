@@ -186,7 +186,7 @@ impl DirectScan {
         let client = crate::aws::direct::json_client_for!(
             aws_sdk_dynamodb,
             "DynamoDB",
-            "dynamodb",
+            crate::telemetry::Service::Dynamodb,
             sdk,
             http,
             account_id_endpoint_mode("disabled"),

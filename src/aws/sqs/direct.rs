@@ -33,7 +33,13 @@ impl DirectSqs {
         sdk: &aws_types::SdkConfig,
         http: SharedHttpConnector,
     ) -> Result<Self, SetupError> {
-        let client = crate::aws::direct::json_client_for!(aws_sdk_sqs, "SQS", "sqs", sdk, http)?;
+        let client = crate::aws::direct::json_client_for!(
+            aws_sdk_sqs,
+            "SQS",
+            crate::telemetry::Service::Sqs,
+            sdk,
+            http
+        )?;
         Ok(Self { client })
     }
 
