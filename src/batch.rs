@@ -1,4 +1,5 @@
-//! Packing row messages into `SendMessageBatch` requests. Pure logic, no I/O.
+//! Packing row messages into `SendMessageBatch` requests (SQS's 10 entries and byte limit).
+//! Pure logic, no I/O, no AWS types.
 
 /// SQS accepts at most 10 entries in one `SendMessageBatch` call.
 pub const MAX_BATCH_ENTRIES: usize = 10;

@@ -1,7 +1,10 @@
 //! scanfleet: DynamoDB parallel scans as a horizontally scaled, observable SQS job.
 //!
-//! Pure logic (task validation, item encoding, batch packing, retry classification) lives in
-//! modules of its own; `sqs`, `pipeline` and `worker` own the I/O.
+//! A room per responsibility (README, *Development*, draws the tree). From the bottom up: the
+//! pure rooms (`codec`, `json`, `batch`, `budget`, `expression`, `task`, `settings`) and the
+//! low-level ones that know nothing of the domain (`telemetry`, `http`, `aws`); then the
+//! ledger, the pipeline (one chunk end to end) and the worker (the receive loop); on top the
+//! commands in `cli`. A room imports only rooms below it (`scripts/layout.py` checks).
 
 pub mod aws;
 pub mod batch;

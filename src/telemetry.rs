@@ -1,5 +1,7 @@
 //! Logs and metrics. Every observable outcome has one emitter here that writes its log line
 //! and updates its metrics, so call sites stay one line and metric names live in one place.
+//! Low-level: emitters take plain values and label enums, never the domain's types, so any
+//! room (the AWS clients included) may emit.
 
 use std::time::Duration;
 

@@ -1,4 +1,7 @@
-//! Thin adapter over the SQS calls scanfleet makes; the worker loop is written against it.
+//! Thin adapter over the SQS calls scanfleet makes: the control queue (receive, visibility,
+//! delete, send a body), the row publisher (either client, with the one resend loop), queue
+//! attributes. The worker loop is written against it; it knows no task or row type beyond the
+//! message it is given.
 
 use std::sync::Arc;
 use std::time::Duration;
