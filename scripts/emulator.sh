@@ -82,12 +82,14 @@ start() {
       BIND_HOST=127.0.0.1 GATEWAY_PORT=$port MINISTACK_HOST=127.0.0.1 \
         nohup "$venv/bin/python" -m ministack >"$run/$name.log" 2>&1 &
       ;;
+    # Through scripts/moto_server.py: moto_server with DynamoDB's item writes made atomic (its
+    # header says why).
     moto)
-      nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$run/$name.log" 2>&1 &
+      nohup "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$run/$name.log" 2>&1 &
       ;;
     moto-auth)
       INITIAL_NO_AUTH_ACTION_COUNT=$MOTO_AUTH_FREE_REQUESTS \
-        nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$run/$name.log" 2>&1 &
+        nohup "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$run/$name.log" 2>&1 &
       ;;
   esac
   local pid=$!

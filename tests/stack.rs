@@ -388,6 +388,7 @@ async fn the_optional_resources_and_settings_follow_their_parameters() {
                 "EksOidcProvider",
                 "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
             ),
+            ("EksPodIdentity", "true"),
             (
                 "TrustedPrincipalArn",
                 "arn:aws:iam::123456789012:role/keda-operator",
