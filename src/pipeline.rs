@@ -32,6 +32,8 @@ use crate::sqs::{self, Attribute, OutMessage, Publisher, SendError};
 use crate::task::Task;
 use crate::telemetry;
 
+pub mod pack;
+
 /// Pages the scanner may read ahead of the publisher (see the reservation in `scan`).
 const PAGES_AHEAD: usize = 1;
 
@@ -410,15 +412,14 @@ impl RowAttributes {
                 value: job.clone(),
             });
         }
-        let row_id = sqs::ROW_ID_ATTRIBUTE.len() + "String".len() + ROW_ID_LEN;
-        let size = shared
+        let row_id = sqs::attribute_size(sqs::ROW_ID_ATTRIBUTE, "String", ROW_ID_LEN);
+        let shared_size = shared
             .iter()
-            .map(|a| a.name.len() + a.data_type.len() + a.value.len())
-            .sum::<usize>()
-            + row_id;
+            .map(|a| sqs::attribute_size(&a.name, a.data_type, a.value.len()))
+            .sum::<usize>();
         Self {
             shared: shared.into(),
-            size,
+            size: shared_size + row_id,
         }
     }
 }
@@ -595,6 +596,7 @@ async fn publish(
                 group_id: fifo.then(|| fifo_group_id(row_key.get(&key.partition))),
                 dedup_id: fifo.then(|| fifo_dedup_id(&scope, &id)),
                 row_id: Some(id),
+                packed: None,
             };
             if let Some(batch) = batcher.push(entry, size)? {
                 spawn_send(out, &mut in_flight, batch, progress).await?;
