@@ -399,6 +399,7 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
             DEFAULT_MAX_MESSAGE_BYTES
         }
     };
+    settings.output.check_message_bytes(max_message_bytes)?;
     let oversize = &settings.output.oversize_queue_url;
     let publisher = match settings.output.client {
         ClientKind::Direct => Publisher::Direct(Arc::new(
