@@ -14,7 +14,7 @@ use scanfleet::enqueue::{self, Job};
 use scanfleet::expression::RawScanOptions;
 use scanfleet::jobs;
 use scanfleet::ledger::{self, JobRecord, Ledger};
-use scanfleet::pipeline::{Checkpointing, KeySchemas, Output};
+use scanfleet::pipeline::{Checkpointing, KeySchemas, Output, Packing};
 use scanfleet::plan;
 use scanfleet::sqs;
 use std::time::Duration;
@@ -428,6 +428,10 @@ async fn run_worker(settings: Settings) -> Result<(), BoxError> {
         max_batch_bytes: settings.output.max_batch_bytes as usize,
         max_message_bytes,
         oversize_queue_url: (!oversize.is_empty()).then(|| oversize.clone()),
+        packing: settings.output.packed().then_some(Packing {
+            rows_per_message: settings.output.rows_per_message as usize,
+            max_message_bytes: settings.output.max_message_bytes as usize,
+        }),
         in_flight: Arc::new(Semaphore::new(
             settings.output.max_in_flight_batches as usize,
         )),
