@@ -463,6 +463,12 @@ impl RowAttributes {
 /// A stable id for a row: a 128-bit XXH3 hash of the table name and the row's primary key,
 /// so consumers can drop the duplicates that at-least-once delivery allows.
 pub fn row_id(table: &str, key_names: &[String], key: &Item) -> String {
+    // Big-endian hex of the 128 bits, as `{:032x}` writes it, without the formatter.
+    hex::encode(row_hash(table, key_names, key))
+}
+
+/// The 128 bits of a row's `row_id`, big-endian.
+fn row_hash(table: &str, key_names: &[String], key: &Item) -> [u8; 16] {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     // Length prefixes keep ("ab","c") and ("a","bc") apart.
     let mut part = |bytes: &[u8]| {
@@ -488,8 +494,7 @@ pub fn row_id(table: &str, key_names: &[String], key: &Item) -> String {
             _ => part(b"-"),
         }
     }
-    // Big-endian hex of the 128 bits, as `{:032x}` writes it, without the formatter.
-    hex::encode(h.digest128().to_be_bytes())
+    h.digest128().to_be_bytes()
 }
 
 /// Whether an SQS queue URL names a FIFO queue (SQS requires the `.fifo` suffix).
@@ -626,8 +631,12 @@ async fn publish(
         // published rather than after.
         for Row { body, key: row_key } in page.rows {
             if let Some(packer) = packer.as_mut() {
-                let id = row_id(&task.table, key_names, &row_key);
-                match packer.push(&body, &id) {
+                // The row_id is written on the stack and copied into the message's row_ids.
+                let mut hex_id = [0u8; 2 * 16];
+                hex::encode_to_slice(row_hash(&task.table, key_names, &row_key), &mut hex_id)
+                    .expect("16 bytes are 32 hex digits");
+                let id = std::str::from_utf8(&hex_id).expect("hex digits are ASCII");
+                match packer.push(&body, id) {
                     Ok(None) => {}
                     Ok(Some(pack)) => {
                         let size = pack.size;
