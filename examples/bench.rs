@@ -1,22 +1,26 @@
 //! `make bench`: scanfleet against the design it replaces, on the same table, on this machine.
 //!
 //! Loads a table of demo-shaped rows, then runs a job with K worker processes of the release
-//! binary behind a latency-injecting proxy (standing in for the network distance to AWS), then
-//! the Python peer (`bench/peer.py`, the old Lambda's loop) on the same data through the same
+//! binary behind a latency-injecting proxy (standing in for the network distance to AWS), one
+//! row per message and then packed (`output.rows_per_message` N, 64 KB messages), then the
+//! Python peer (`bench/peer.py`, the old Lambda's loop) on the same data through the same
 //! proxy, then a 1/2/4-worker scaling series. For each run it reports rows/s, worker CPU per
 //! row (user+sys from /proc), peak RSS and the emulator's own CPU, so it shows when the
-//! emulator is the bottleneck.
+//! emulator is the bottleneck, and what the proxy counted sent to the output queue: requests,
+//! billed 64 KB units and messages per million rows.
 //!
 //! Flags: --rows N (100000) --segments N (16) --workers K (1) --latency-ms L (10)
 //!        --row-bytes B (1000) --limit-of-rows N (3000) --peer-python PATH (.venv/peer/bin/python)
-//!        --no-peer --no-scaling --scaling-latency-ms L (20) --record FILE
-//!        --timeout-minutes M (30): a run that has not finished by then is an error
+//!        --rows-per-message N (10000; 1: no packed run) --no-single (no one-row-per-message
+//!        run beside the packed one) --no-peer --no-scaling --scaling-latency-ms L (20)
+//!        --record FILE --timeout-minutes M (30): a run that has not finished by then is an
+//!        error
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use scanfleet::devkit::{self, Aws, BoxError, Proxy, WorkerProcess};
+use scanfleet::devkit::{self, Aws, BoxError, Proxy, SqsCounts, WorkerProcess};
 
 struct Args {
     rows: u64,
@@ -31,6 +35,10 @@ struct Args {
     /// How long one run may take before the bench gives up on it.
     timeout: Duration,
     record: Option<PathBuf>,
+    /// `output.rows_per_message` of the packed run; 1: no packed run.
+    rows_per_message: u32,
+    /// Whether to run one row per message beside the packed run.
+    single: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,12 +54,15 @@ fn parse_args() -> Result<Args, String> {
         scaling_latency_ms: 20,
         timeout: Duration::from_secs(30 * 60),
         record: None,
+        rows_per_message: 10_000,
+        single: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--no-peer" => a.peer_python = None,
             "--no-scaling" => a.scaling = false,
+            "--no-single" => a.single = false,
             _ => {
                 let v = it.next().ok_or(format!("{flag} needs a value"))?;
                 let num = |v: &str| {
@@ -69,10 +80,19 @@ fn parse_args() -> Result<Args, String> {
                     "--timeout-minutes" => a.timeout = Duration::from_secs(num(&v)? * 60),
                     "--peer-python" => a.peer_python = Some(PathBuf::from(v)),
                     "--record" => a.record = Some(PathBuf::from(v)),
+                    "--rows-per-message" => {
+                        a.rows_per_message = u32::try_from(num(&v)?)
+                            .ok()
+                            .filter(|n| (1..=10_000).contains(n))
+                            .ok_or(format!("{flag}: {v} is not 1..=10000"))?;
+                    }
                     _ => return Err(format!("unknown flag {flag}")),
                 }
             }
         }
+    }
+    if !a.single && a.rows_per_message == 1 {
+        return Err("--no-single leaves nothing to run with --rows-per-message 1".into());
     }
     Ok(a)
 }
@@ -87,9 +107,14 @@ struct Run {
     cpu: f64,
     peak_rss_kib: u64,
     emulator_cpu: f64,
+    /// What the proxy saw sent to the output queue.
+    sent: SqsCounts,
 }
 
 impl Run {
+    fn per_million_rows(&self, n: u64) -> f64 {
+        n as f64 * 1e6 / self.rows as f64
+    }
     fn rows_per_second(&self) -> f64 {
         self.rows as f64 / self.seconds
     }
@@ -98,7 +123,7 @@ impl Run {
     }
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0}% |",
+            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0}% | {:.0} | {:.0} | {:.0} |",
             self.name,
             self.latency_ms,
             self.rows,
@@ -108,11 +133,14 @@ impl Run {
             self.peak_rss_kib as f64 / 1024.0,
             self.emulator_cpu,
             100.0 * self.emulator_cpu / self.seconds,
+            self.per_million_rows(self.sent.requests),
+            self.per_million_rows(self.sent.billed_units),
+            self.per_million_rows(self.sent.messages),
         )
     }
 }
 
-const HEADER: &str = "| run | latency ms | rows | seconds | rows/s | CPU µs/row | peak RSS MiB | emulator CPU s | emulator busy |\n|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| run | latency ms | rows | seconds | rows/s | CPU µs/row | peak RSS MiB | emulator CPU s | emulator busy | send requests /M rows | billed 64 KB units /M rows | messages /M rows |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// User+system CPU seconds of a live process, from /proc/<pid>/stat.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -173,17 +201,27 @@ async fn run_scanfleet(
     table: &str,
     workers: usize,
     latency_ms: u64,
+    rows_per_message: u32,
 ) -> Result<Run, BoxError> {
     let queues = devkit::create_queues(aws, &devkit::unique_name("bench"), 5).await?;
-    let proxy = Proxy::start(upstream()?, Duration::from_millis(latency_ms)).await?;
+    let latency = Duration::from_millis(latency_ms);
+    let proxy = Proxy::start_counting(upstream()?, latency, &queues.output).await?;
     let logs = std::env::temp_dir().join("scanfleet-bench");
     std::fs::create_dir_all(&logs)?;
     let url = proxy.url();
-    let env = [
+    let mut env = vec![
         ("AWS_ENDPOINT_URL", url.clone()),
         ("SCANFLEET__CONTROL__WAIT_TIME_SECONDS", "1".to_owned()),
         ("SCANFLEET__LOG__LEVEL", "warn".to_owned()),
     ];
+    // One row per message is the defaults, untouched (and so a build that predates the setting
+    // can be measured with this bench).
+    if rows_per_message > 1 {
+        env.push((
+            "SCANFLEET__OUTPUT__ROWS_PER_MESSAGE",
+            rows_per_message.to_string(),
+        ));
+    }
     let procs = (0..workers)
         .map(|_| WorkerProcess::start(&binary(), &queues, table, &env, &logs))
         .collect::<Result<Vec<_>, _>>()?;
@@ -254,9 +292,13 @@ async fn run_scanfleet(
     for url in [&queues.control, &queues.dlq, &queues.output] {
         let _ = aws.sqs.delete_queue().queue_url(url).send().await;
     }
+    let messages = match rows_per_message {
+        1 => "1 row per message".to_owned(),
+        n => format!("packed (≤ {n} rows, 64 KB)"),
+    };
     Ok(Run {
         name: format!(
-            "scanfleet, {workers} worker{}",
+            "scanfleet, {workers} worker{}, {messages}",
             if workers == 1 { "" } else { "s" }
         ),
         latency_ms,
@@ -265,13 +307,15 @@ async fn run_scanfleet(
         cpu,
         peak_rss_kib: rss,
         emulator_cpu: emulator,
+        sent: proxy.sqs_counts(),
     })
 }
 
 async fn run_peer(aws: &Aws, a: &Args, python: &Path, table: &str) -> Result<Run, BoxError> {
     let queue =
         devkit::create_queue(aws, &devkit::unique_name("bench-peer"), Default::default()).await?;
-    let proxy = Proxy::start(upstream()?, Duration::from_millis(a.latency_ms)).await?;
+    let latency = Duration::from_millis(a.latency_ms);
+    let proxy = Proxy::start_counting(upstream()?, latency, &queue).await?;
     let emu0 = emulator_cpu();
     let child = tokio::process::Command::new(python)
         .args([
@@ -310,6 +354,7 @@ async fn run_peer(aws: &Aws, a: &Args, python: &Path, table: &str) -> Result<Run
         cpu: f("cpu_user") + f("cpu_sys"),
         peak_rss_kib: f("max_rss_kib") as u64,
         emulator_cpu: emulator,
+        sent: proxy.sqs_counts(),
     })
 }
 
@@ -356,21 +401,41 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let mut report = String::new();
-    let main_run = run_scanfleet(&aws, &a, &table, a.workers, a.latency_ms).await?;
-    eprintln!("{}", main_run.row());
+    let mut runs = Vec::new();
+    if a.single {
+        runs.push(run_scanfleet(&aws, &a, &table, a.workers, a.latency_ms, 1).await?);
+        eprintln!("{}", runs[runs.len() - 1].row());
+    }
+    if a.rows_per_message > 1 {
+        let packed = a.rows_per_message;
+        runs.push(run_scanfleet(&aws, &a, &table, a.workers, a.latency_ms, packed).await?);
+        eprintln!("{}", runs[runs.len() - 1].row());
+    }
     report.push_str(&format!(
-        "### scanfleet vs. peer, {} segments\n\n{HEADER}\n{}\n",
-        a.segments,
-        main_run.row()
+        "### scanfleet vs. peer, {} segments\n\n{HEADER}\n",
+        a.segments
     ));
+    for run in &runs {
+        report.push_str(&format!("{}\n", run.row()));
+    }
     if let Some(python) = &a.peer_python {
         let peer = run_peer(&aws, &a, python, &table).await?;
         eprintln!("{}", peer.row());
         report.push_str(&format!("{}\n\n", peer.row()));
+        let ratios: Vec<String> = runs
+            .iter()
+            .map(|run| {
+                format!(
+                    "{}: throughput {:.1}×, CPU per row {:.1}× less",
+                    run.name,
+                    run.rows_per_second() / peer.rows_per_second(),
+                    peer.cpu_us_per_row() / run.cpu_us_per_row()
+                )
+            })
+            .collect();
         report.push_str(&format!(
-            "Ratios (scanfleet / peer): throughput {:.1}×, CPU per row {:.1}× less.\n\n",
-            main_run.rows_per_second() / peer.rows_per_second(),
-            peer.cpu_us_per_row() / main_run.cpu_us_per_row()
+            "Ratios (scanfleet / peer): {}.\n\n",
+            ratios.join("; ")
         ));
     } else {
         report.push('\n');
@@ -383,7 +448,7 @@ async fn main() -> Result<(), BoxError> {
         let mut one = None;
         let mut scaling = Vec::new();
         for k in [1, 2, 4] {
-            let run = run_scanfleet(&aws, &a, &table, k, a.scaling_latency_ms).await?;
+            let run = run_scanfleet(&aws, &a, &table, k, a.scaling_latency_ms, 1).await?;
             eprintln!("{}", run.row());
             report.push_str(&format!("{}\n", run.row()));
             let base = *one.get_or_insert(run.rows_per_second());

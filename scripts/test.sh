@@ -45,7 +45,7 @@ for emulator in $emulators; do
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" \
     SCANFLEET_TEST_EMULATOR="$emulator" \
-    cargo test --locked --no-fail-fast --test emulator --test faults --test jobs --test stack 2>&1 | tee -a "$log"
+    cargo test --locked --no-fail-fast --test emulator --test faults --test jobs --test stack --test packed 2>&1 | tee -a "$log"
   # The README's --wait cost figures come from this example; a small run proves it still works.
   env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" \

@@ -2,23 +2,30 @@
 
 /// Appends `s` as a JSON string literal, escaped exactly as serde_json escapes it.
 ///
-/// Row bodies are JSON, so they hold no control characters but many quotes: the runs between
-/// `"` and `\` are found with SIMD (`memchr2`) and copied whole, where serde_json inspects every
-/// byte. A string with a control character (rare: only task-supplied text could carry one) goes
+/// Row bodies are JSON, so they hold no control characters but many quotes, and packed bodies
+/// (`output.rows_per_message` > 1) a newline between rows: the runs between `"`, `\` and `\n`
+/// are found with SIMD (`memchr3`) and copied whole, where serde_json inspects every byte. A
+/// string with any other control character (rare: only task-supplied text could carry one) goes
 /// to serde_json.
 pub fn write_string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // A fold rather than `any`: without the early exit the compiler vectorizes the scan.
-    if bytes.iter().fold(false, |found, &b| found | (b < 0x20)) {
+    if bytes
+        .iter()
+        .fold(false, |found, &b| found | ((b < 0x20) & (b != b'\n')))
+    {
         serde_json::to_writer(out, s).expect("a str always serializes");
         return;
     }
     out.push(b'"');
     let mut rest = bytes;
-    while let Some(i) = memchr::memchr2(b'"', b'\\', rest) {
+    while let Some(i) = memchr::memchr3(b'"', b'\\', b'\n', rest) {
         out.extend_from_slice(&rest[..i]);
         out.push(b'\\');
-        out.push(rest[i]);
+        out.push(match rest[i] {
+            b'\n' => b'n',
+            other => other,
+        });
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);
@@ -107,6 +114,8 @@ mod tests {
             "back\\slash at the end\\",
             "\"",
             "tab\tnew\nline\u{1}\u{1f}",
+            "{\"a\":1}\n{\"b\":\"x\\\\ny\"}\n\n",
+            "\n",
             "unicode é ✓ \u{7f} \u{2028}",
         ] {
             let mut out = Vec::new();
@@ -116,6 +125,17 @@ mod tests {
                 serde_json::to_string(s).unwrap(),
                 "{s:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the text (quotes, backslashes, newlines, other control characters,
+        /// non-ASCII), the fast path writes exactly what serde_json writes.
+        #[test]
+        fn any_string_is_escaped_as_serde_json_escapes_it(s in "(\\PC|[\"\\\\\n\t\u{1}])*") {
+            let mut out = Vec::new();
+            write_string(&mut out, &s);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
         }
     }
 }

@@ -21,16 +21,19 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::pack::{PackLimits, Packer, RowTooLarge};
 use crate::aws::dynamodb::scan::{Page, ScanError, ScanRequest, Scanner};
 use crate::aws::sqs::{self, Attribute, OutMessage, Publisher, SendError};
 use crate::batch::{Batcher, TooLarge};
 use crate::budget::{self, ReadBudget};
 pub use crate::codec::Item;
 use crate::codec::OutputFormat;
-use crate::codec::{self, Row, RowWriter, fifo_dedup_id, fifo_group_id, is_fifo, row_id};
+use crate::codec::{self, Row, RowWriter, fifo_dedup_id, fifo_group_id, is_fifo, row_hash, row_id};
 use crate::settings::Settings;
 use crate::task::Task;
 use crate::telemetry;
+
+pub mod pack;
 
 /// Pages the scanner may read ahead of the publisher (see the reservation in `scan`).
 const PAGES_AHEAD: usize = 1;
@@ -60,12 +63,23 @@ pub struct Output {
     pub max_message_bytes: usize,
     /// Where rows too large for the output queue go, if anywhere.
     pub oversize_queue_url: Option<String>,
+    /// Packed output (`output.rows_per_message` > 1); `None`: one message per row.
+    pub packing: Option<Packing>,
     /// `output.max_in_flight_batches` permits, shared by every task of the worker.
     pub in_flight: Arc<Semaphore>,
     pub checkpointing: Checkpointing,
     pub key_schemas: KeySchemas,
     /// `scan.read_units_per_second`: one bucket for every task of the worker.
     pub read_budget: Option<Arc<ReadBudget>>,
+}
+
+/// Packed output's settings (see [`pack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packing {
+    /// `output.rows_per_message`, at least 2.
+    pub rows_per_message: usize,
+    /// `output.max_message_bytes`.
+    pub max_message_bytes: usize,
 }
 
 /// The AWS clients of a worker's output side: the SDK's, and the two that make the hot calls.
@@ -98,6 +112,10 @@ impl Output {
             max_message_bytes,
             oversize_queue_url: (!out.oversize_queue_url.is_empty())
                 .then(|| out.oversize_queue_url.clone()),
+            packing: out.packed().then_some(Packing {
+                rows_per_message: out.rows_per_message as usize,
+                max_message_bytes: out.max_message_bytes as usize,
+            }),
             in_flight: Arc::new(Semaphore::new(out.max_in_flight_batches as usize)),
             checkpointing: Checkpointing {
                 rows: settings.worker.checkpoint_rows,
@@ -244,25 +262,40 @@ pub enum SegmentError {
 }
 
 /// The size a row's message must fit: the output queue's `MaximumMessageSize` or, when that is
-/// larger, `output.max_batch_bytes` (a batch holds at least one message). Displayed as the end
-/// of a sentence naming the limit that applies and what to change.
+/// larger, `output.max_batch_bytes` (a batch holds at least one message), or with packed output
+/// `output.max_message_bytes` when that is the smallest. Displayed as the end of a sentence
+/// naming the limit that applies and what to change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageLimit {
     /// The output queue's `MaximumMessageSize`.
     pub queue: usize,
     /// `output.max_batch_bytes`.
     pub batch: usize,
+    /// `output.max_message_bytes`, with packed output.
+    pub packed: Option<usize>,
 }
 
 impl MessageLimit {
     /// The number of bytes a message may have.
     pub fn bytes(self) -> usize {
-        self.queue.min(self.batch)
+        self.queue
+            .min(self.batch)
+            .min(self.packed.unwrap_or(usize::MAX))
+    }
+
+    /// `output.max_message_bytes`, when it is the limit that applies.
+    fn packed_limit(self) -> Option<usize> {
+        self.packed.filter(|&p| p < self.queue.min(self.batch))
     }
 
     /// Why a message of `size` bytes is too large, for the oversize record.
     pub fn reason(self, size: usize) -> String {
-        if self.batch < self.queue {
+        if let Some(packed) = self.packed_limit() {
+            format!(
+                "message of {size} bytes exceeds output.max_message_bytes ({packed} bytes, packed output; the output queue accepts {})",
+                self.queue
+            )
+        } else if self.batch < self.queue {
             format!(
                 "message of {size} bytes exceeds output.max_batch_bytes ({} bytes; the output queue accepts {})",
                 self.batch, self.queue
@@ -278,7 +311,13 @@ impl MessageLimit {
 
 impl std::fmt::Display for MessageLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.batch < self.queue {
+        if let Some(packed) = self.packed_limit() {
+            write!(
+                f,
+                "output.max_message_bytes allows ({packed}, packed output; the output queue accepts {}); raise it or set output.oversize_queue_url to divert such rows",
+                self.queue
+            )
+        } else if self.batch < self.queue {
             write!(
                 f,
                 "output.max_batch_bytes allows ({}; the output queue accepts {}); raise it or set output.oversize_queue_url to divert such rows",
@@ -426,6 +465,8 @@ struct RowAttributes {
     /// Their size as SQS counts it toward message and batch limits (name + type + value),
     /// including the per-row `row_id`.
     size: usize,
+    /// The size of the shared ones alone (a packed message has no `row_id`).
+    shared_size: usize,
 }
 
 impl RowAttributes {
@@ -449,15 +490,15 @@ impl RowAttributes {
                 value: job.clone(),
             });
         }
-        let row_id = sqs::ROW_ID_ATTRIBUTE.len() + "String".len() + codec::ROW_ID_LEN;
-        let size = shared
+        let row_id = sqs::attribute_size(sqs::ROW_ID_ATTRIBUTE, "String", codec::ROW_ID_LEN);
+        let shared_size = shared
             .iter()
-            .map(|a| a.name.len() + a.data_type.len() + a.value.len())
-            .sum::<usize>()
-            + row_id;
+            .map(|a| sqs::attribute_size(&a.name, a.data_type, a.value.len()))
+            .sum::<usize>();
         Self {
             shared: shared.into(),
-            size,
+            size: shared_size + row_id,
+            shared_size,
         }
     }
 }
@@ -488,7 +529,16 @@ async fn publish(
     let limit = MessageLimit {
         queue: out.max_message_bytes,
         batch: out.max_batch_bytes,
+        packed: out.packing.map(|p| p.max_message_bytes),
     };
+    // Packed output: rows go into the packer, and the messages it closes into the batcher.
+    let mut packer = out.packing.map(|p| {
+        let limits = PackLimits {
+            rows: p.rows_per_message,
+            bytes: limit.bytes(),
+        };
+        Packer::new(limits, attrs.shared_size)
+    });
     let mut batcher = Batcher::new(out.max_batch_bytes);
     let mut in_flight = JoinSet::new();
     let started = Instant::now();
@@ -535,6 +585,28 @@ async fn publish(
         // Rows are consumed as they are batched, so a page's rows are freed while it is
         // published rather than after.
         for Row { body, key: row_key } in page.rows {
+            if let Some(packer) = packer.as_mut() {
+                // The row_id is written on the stack and copied into the message's row_ids.
+                let mut hex_id = [0u8; 2 * 16];
+                hex::encode_to_slice(row_hash(&task.table, key_names, &row_key), &mut hex_id)
+                    .expect("16 bytes are 32 hex digits");
+                let id = std::str::from_utf8(&hex_id).expect("hex digits are ASCII");
+                match packer.push(&body, id) {
+                    Ok(None) => {}
+                    Ok(Some(pack)) => {
+                        let size = pack.size;
+                        let message = pack.into_message(attrs.shared.clone());
+                        if let Some(batch) = batcher.push(message, size)? {
+                            spawn_send(out, &mut in_flight, batch, progress).await?;
+                        }
+                    }
+                    Err(RowTooLarge { size }) => {
+                        divert_oversize(out, task, key_names, &row_key, size, limit).await?;
+                        diverted += 1;
+                    }
+                }
+                continue;
+            }
             let size = body.len() + attrs.size;
             if size > limit.bytes() {
                 divert_oversize(out, task, key_names, &row_key, size, limit).await?;
@@ -551,6 +623,7 @@ async fn publish(
                 group_id: fifo.then(|| fifo_group_id(row_key.get(&key.partition))),
                 dedup_id: fifo.then(|| fifo_dedup_id(&scope, &id)),
                 row_id: Some(id),
+                packed: None,
             };
             if let Some(batch) = batcher.push(entry, size)? {
                 spawn_send(out, &mut in_flight, batch, progress).await?;
@@ -566,6 +639,15 @@ async fn publish(
     };
     // Stop the scanner now rather than after the last batch: it may be blocked on a full channel.
     drop(rx);
+    // The chunk's last packed message: a message never holds rows of two chunks, so a chunk
+    // is acknowledged only once every message holding its rows was accepted.
+    if let Some(pack) = packer.as_mut().and_then(Packer::take) {
+        let size = pack.size;
+        let message = pack.into_message(attrs.shared.clone());
+        if let Some(batch) = batcher.push(message, size)? {
+            spawn_send(out, &mut in_flight, batch, progress).await?;
+        }
+    }
     if let Some(batch) = batcher.take() {
         spawn_send(out, &mut in_flight, batch, progress).await?;
     }
@@ -645,11 +727,11 @@ async fn spawn_send(
     let (publisher, url) = (out.publisher.clone(), out.queue_url.clone());
     let progress = progress.clone();
     in_flight.spawn(async move {
-        let rows = batch.len();
+        let (messages, rows) = (batch.len(), batch.iter().map(OutMessage::rows).sum());
         let result = sqs::send_batch(&publisher, &url, batch).await;
         drop(permit);
         if result.is_ok() {
-            telemetry::rows_published(rows);
+            telemetry::rows_published(rows, messages);
             progress.published.fetch_add(rows as u64, Ordering::Relaxed);
         }
         result
@@ -711,6 +793,7 @@ mod tests {
         let queue = MessageLimit {
             queue: 1024,
             batch: 262_144,
+            packed: None,
         };
         assert_eq!(queue.bytes(), 1024);
         assert_eq!(
@@ -731,6 +814,7 @@ mod tests {
         let batch = MessageLimit {
             queue: 262_144,
             batch: 4096,
+            packed: None,
         };
         assert_eq!(batch.bytes(), 4096);
         let reason = batch.reason(5000);
@@ -749,6 +833,35 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("output queue accepts (4096)"), "{e}");
+        // Packed output: output.max_message_bytes when it is the smallest, otherwise as before.
+        let packed = MessageLimit {
+            queue: 262_144,
+            batch: 262_144,
+            packed: Some(65_536),
+        };
+        assert_eq!(packed.bytes(), 65_536);
+        assert!(
+            packed
+                .reason(70_000)
+                .contains("output.max_message_bytes (65536 bytes, packed output"),
+            "{}",
+            packed.reason(70_000)
+        );
+        let e = SegmentError::Oversize {
+            key: "k".into(),
+            size: 70_000,
+            limit: packed,
+        }
+        .to_string();
+        assert!(
+            e.contains("more than output.max_message_bytes allows (65536, packed output;"),
+            "{e}"
+        );
+        let same = MessageLimit {
+            packed: Some(1024),
+            ..queue
+        };
+        assert_eq!(same.reason(2000), queue.reason(2000));
     }
 
     /// A second job over the same table must not have its rows dropped as duplicates of the

@@ -34,6 +34,10 @@ pub mod limits {
     /// SQS takes at most 1 MiB per request.
     pub const MAX_BATCH_BYTES: RangeInclusive<u32> = 1024..=1_048_576;
     pub const CONCURRENCY: RangeInclusive<u32> = 1..=256;
+    /// `output.rows_per_message`: 1 is one message per row, more packs.
+    pub const ROWS_PER_MESSAGE: RangeInclusive<u32> = 1..=10_000;
+    /// `output.max_message_bytes`: SQS's range for a queue's `MaximumMessageSize`.
+    pub const MESSAGE_BYTES: RangeInclusive<u32> = 1024..=1_048_576;
     pub const CHECKPOINT_SECONDS: RangeInclusive<u64> = 1..=super::MAX_CHECKPOINT_SECONDS;
 
     /// `key`'s value checked against `range`; `note` follows the range in the message.
@@ -136,6 +140,34 @@ pub struct OutputSettings {
     pub max_batch_bytes: u32,
     /// Queue for rows too large for the output queue; empty: such rows fail their task.
     pub oversize_queue_url: String,
+    /// Rows per output message: 1 (one message per row), or 2..=10000 (packed output, see
+    /// `crate::pipeline::pack`).
+    pub rows_per_message: u32,
+    /// Packed output: the most one message may hold as SQS counts it (body and attributes);
+    /// never more than the output queue's `MaximumMessageSize`.
+    pub max_message_bytes: u32,
+}
+
+impl OutputSettings {
+    /// Whether rows are packed, many to a message (`output.rows_per_message` > 1).
+    pub fn packed(&self) -> bool {
+        self.rows_per_message > 1
+    }
+
+    /// Checks `output.max_message_bytes` against the output queue's `MaximumMessageSize` (read
+    /// at start-up): a packed message may never be larger than the queue accepts.
+    pub fn check_message_bytes(&self, queue_max: usize) -> Result<(), SettingsError> {
+        if self.packed() && self.max_message_bytes as usize > queue_max {
+            return Err(invalid(
+                "output.max_message_bytes",
+                format!(
+                    "is {}, more than the output queue's MaximumMessageSize ({queue_max}); lower it to at most {queue_max}",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,6 +363,29 @@ impl Settings {
         )?;
         if !self.output.oversize_queue_url.is_empty() {
             require_url("output.oversize_queue_url", &self.output.oversize_queue_url)?;
+        }
+        let o = &self.output;
+        limits::check(
+            "output.rows_per_message",
+            o.rows_per_message,
+            &limits::ROWS_PER_MESSAGE,
+            " (1: one message per row)",
+        )?;
+        limits::check(
+            "output.max_message_bytes",
+            o.max_message_bytes,
+            &limits::MESSAGE_BYTES,
+            "",
+        )?;
+        // A packed message has no single partition key to group or deduplicate by.
+        if o.packed() && o.queue_url.ends_with(".fifo") {
+            return Err(invalid(
+                "output.rows_per_message",
+                format!(
+                    "is {} (packed output), which a FIFO output.queue_url cannot take; use a standard output queue or output.rows_per_message = 1",
+                    o.rows_per_message
+                ),
+            ));
         }
         Ok(())
     }
@@ -577,10 +632,77 @@ mod tests {
                 "queue",
                 "output.oversize_queue_url",
             ),
+            (
+                "SCANFLEET__OUTPUT__ROWS_PER_MESSAGE",
+                "0",
+                "output.rows_per_message",
+            ),
+            (
+                "SCANFLEET__OUTPUT__ROWS_PER_MESSAGE",
+                "10001",
+                "output.rows_per_message",
+            ),
+            (
+                "SCANFLEET__OUTPUT__MAX_MESSAGE_BYTES",
+                "1023",
+                "output.max_message_bytes",
+            ),
+            (
+                "SCANFLEET__OUTPUT__MAX_MESSAGE_BYTES",
+                "1048577",
+                "output.max_message_bytes",
+            ),
         ] {
             let e = error_for(&[(var, value)]);
             assert!(e.contains(key), "{var}={value}: {e}");
         }
+    }
+
+    #[test]
+    fn packed_output_is_bounded_and_refused_on_a_fifo_queue_naming_both_keys() {
+        let load = |extra: &[(&str, &str)]| {
+            let mut v = complete();
+            v.extend(vars(extra));
+            Settings::load_from(None, v).unwrap()
+        };
+        let defaults = load(&[]);
+        defaults.validate_for_worker().unwrap();
+        assert_eq!(defaults.output.rows_per_message, 1);
+        assert_eq!(defaults.output.max_message_bytes, 65_536);
+        assert!(!defaults.output.packed());
+        // Unpacked, the setting does not apply: today's messages whatever the queue's size.
+        defaults.output.check_message_bytes(1024).unwrap();
+        let packed = load(&[
+            ("SCANFLEET__OUTPUT__ROWS_PER_MESSAGE", "10000"),
+            ("SCANFLEET__OUTPUT__MAX_MESSAGE_BYTES", "1048576"),
+        ]);
+        packed.validate_for_worker().unwrap();
+        assert!(packed.output.packed());
+        packed.output.check_message_bytes(1_048_576).unwrap();
+        let e = packed
+            .output
+            .check_message_bytes(262_144)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("output.max_message_bytes")
+                && e.contains("1048576")
+                && e.contains("MaximumMessageSize (262144)"),
+            "{e}"
+        );
+        let e = error_for(&[
+            ("SCANFLEET__OUTPUT__ROWS_PER_MESSAGE", "2"),
+            (
+                "SCANFLEET__OUTPUT__QUEUE_URL",
+                "http://localhost/1/out.fifo",
+            ),
+        ]);
+        assert!(
+            e.contains("output.rows_per_message")
+                && e.contains("FIFO output.queue_url")
+                && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

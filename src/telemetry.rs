@@ -84,6 +84,7 @@ pub mod names {
     pub const TASK_DURATION: &str = "scanfleet_task_duration_seconds";
     pub const ROWS_SCANNED: &str = "scanfleet_rows_scanned_total";
     pub const ROWS_PUBLISHED: &str = "scanfleet_rows_published_total";
+    pub const MESSAGES_PUBLISHED: &str = "scanfleet_messages_published_total";
     pub const SCAN_PAGES: &str = "scanfleet_scan_pages_total";
     pub const PUBLISH_RETRIES: &str = "scanfleet_publish_retries_total";
     pub const SCAN_RETRIES: &str = "scanfleet_scan_retries_total";
@@ -231,6 +232,10 @@ fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>, reasons: &[&
     );
     describe_counter!(ROWS_SCANNED, "Rows read from DynamoDB.");
     describe_counter!(ROWS_PUBLISHED, "Rows accepted by the output queue.");
+    describe_counter!(
+        MESSAGES_PUBLISHED,
+        "Messages accepted by the output queue (one per row, or packed rows)."
+    );
     describe_counter!(SCAN_PAGES, "DynamoDB Scan pages read.");
     describe_counter!(
         PUBLISH_RETRIES,
@@ -285,6 +290,7 @@ fn describe_and_zero<'a>(tables: impl IntoIterator<Item = &'a str>, reasons: &[&
         TASKS_HANDED_BACK,
         ROWS_SCANNED,
         ROWS_PUBLISHED,
+        MESSAGES_PUBLISHED,
         SCAN_PAGES,
         PUBLISH_RETRIES,
         SCAN_RETRIES,
@@ -422,8 +428,10 @@ pub fn page_scanned(scanned: u64, capacity_units: f64) {
     counter!(names::ROWS_SCANNED).increment(scanned);
 }
 
-pub fn rows_published(rows: usize) {
+/// A batch accepted by the output queue: its rows, in its messages.
+pub fn rows_published(rows: usize, messages: usize) {
     counter!(names::ROWS_PUBLISHED).increment(rows as u64);
+    counter!(names::MESSAGES_PUBLISHED).increment(messages as u64);
 }
 
 pub fn publish_retry(failed_entries: usize, reason: &str) {

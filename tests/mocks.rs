@@ -866,6 +866,101 @@ async fn task_text_is_sent_without_characters_sqs_refuses() {
     assert_eq!([send.num_calls(), batch.num_calls()], [1, 1]);
 }
 
+/// Packed output: a chunk's rows go out in messages of that chunk alone (none holds a row of
+/// the next chunk), and the chunk counts as published only once every message holding its
+/// rows was accepted: a message SQS fails is sent again, and its rows counted once.
+#[tokio::test]
+async fn a_packed_chunk_is_acknowledged_only_when_every_message_holding_its_rows_was_accepted() {
+    use std::sync::Mutex;
+    let describe = describe_rule();
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| page(0..2, Some(1)))
+        .output(|| page(2..4, Some(3)))
+        .output(|| page(4..6, None))
+        .build();
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &scan]);
+    let accepted = Arc::new(Mutex::new(Vec::<(String, String, String)>::new()));
+    let record = |req: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchInput,
+                  skip: Option<&str>,
+                  into: &Mutex<Vec<(String, String, String)>>| {
+        for e in req.entries() {
+            if Some(e.id()) == skip {
+                continue;
+            }
+            let attrs = e.message_attributes().unwrap();
+            let value = |name: &str| attrs[name].string_value().unwrap().to_owned();
+            let row = (e.message_body().to_owned(), value("rows"), value("row_ids"));
+            into.lock().unwrap().push(row);
+        }
+    };
+    let first = {
+        let accepted = accepted.clone();
+        mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(move |req| {
+            record(req, Some("0"), &accepted);
+            let ok = (1..req.entries().len())
+                .map(|i| ok_entry(&i.to_string()))
+                .collect();
+            SendMessageBatchOutput::builder()
+                .set_successful(Some(ok))
+                .set_failed(Some(vec![failed_entry("0", false, "InternalError")]))
+                .build()
+                .unwrap()
+        })
+    };
+    let resend = {
+        let accepted = accepted.clone();
+        mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(move |req| {
+            record(req, None, &accepted);
+            accept_all(req)
+        })
+    };
+    let sqs_client = mock_client!(
+        aws_sdk_sqs,
+        RuleMode::Sequential,
+        [&first, &resend],
+        no_sdk_retries
+    );
+    // A checkpoint is due after 3 rows: the chunk ends after the second page (4 rows), packed
+    // 3 to a message.
+    let mut out = output(dynamodb, sqs_client, 3);
+    out.packing = Some(pipeline::Packing {
+        rows_per_message: 3,
+        max_message_bytes: 65_536,
+    });
+    let outcome = pipeline::run_segment(&out, &task(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((outcome.rows, outcome.published), (4, 4));
+    assert!(matches!(outcome.end, End::Checkpoint(_)), "{outcome:?}");
+    assert_eq!([first.num_calls(), resend.num_calls()], [1, 1]);
+    // Lines compared as JSON: the SDK's scan answer keeps no attribute order.
+    let mut messages: Vec<(Vec<serde_json::Value>, String, String)> = accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(body, rows, ids)| {
+            let lines = body.split('\n').map(|l| serde_json::from_str(l).unwrap());
+            (lines.collect(), rows.clone(), ids.clone())
+        })
+        .collect();
+    messages.sort_by(|a, b| b.1.cmp(&a.1));
+    let keys = ["PK".to_owned()];
+    let line = |n: u32| serde_json::json!({"PK": format!("k{n}"), "n": n});
+    let id = |n: u32| scanfleet::codec::row_id("items", &keys, &row(n));
+    assert_eq!(
+        messages,
+        [
+            (
+                vec![line(0), line(1), line(2)],
+                "3".to_owned(),
+                [id(0), id(1), id(2)].join(" "),
+            ),
+            (vec![line(3)], "1".to_owned(), id(3)),
+        ]
+    );
+}
+
 /// A row too large for a batch (`output.max_batch_bytes`, here smaller than the queue's limit)
 /// fails its task with an error naming that setting, not the queue's limit.
 #[tokio::test]

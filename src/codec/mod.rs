@@ -29,7 +29,7 @@ pub use key::{
     KeyError, dynamodb_number, item_to_json, key_from_json, key_to_json, value_from_json,
 };
 pub use row::ROW_ID_LEN;
-pub use row::{fifo_dedup_id, fifo_group_id, is_fifo, row_id};
+pub use row::{fifo_dedup_id, fifo_group_id, is_fifo, row_hash, row_id};
 pub use seed::RowSeed;
 
 /// A DynamoDB item (or key) as the SDK holds it.

@@ -12,6 +12,12 @@ pub const ROW_ID_LEN: usize = 32;
 /// A stable id for a row: a 128-bit XXH3 hash of the table name and the row's primary key,
 /// so consumers can drop the duplicates that at-least-once delivery allows.
 pub fn row_id(table: &str, key_names: &[String], key: &Item) -> String {
+    // Big-endian hex of the 128 bits, as `{:032x}` writes it, without the formatter.
+    hex::encode(row_hash(table, key_names, key))
+}
+
+/// The 128 bits of a row's `row_id`, big-endian (for writing its hex without a `String`).
+pub fn row_hash(table: &str, key_names: &[String], key: &Item) -> [u8; 16] {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     // Length prefixes keep ("ab","c") and ("a","bc") apart.
     let mut part = |bytes: &[u8]| {
@@ -37,8 +43,7 @@ pub fn row_id(table: &str, key_names: &[String], key: &Item) -> String {
             _ => part(b"-"),
         }
     }
-    // Big-endian hex of the 128 bits, as `{:032x}` writes it, without the formatter.
-    hex::encode(h.digest128().to_be_bytes())
+    h.digest128().to_be_bytes()
 }
 
 /// Whether an SQS queue URL names a FIFO queue (SQS requires the `.fifo` suffix).

@@ -96,6 +96,7 @@ impl Worker {
                 DEFAULT_MAX_MESSAGE_BYTES
             }
         };
+        settings.output.check_message_bytes(max_message_bytes)?;
         let publisher = match settings.output.client {
             ClientKind::Direct => Publisher::Direct(Arc::new(
                 DirectSqs::new(&aws, transport.calls())

@@ -178,6 +178,7 @@ mod tests {
             row_id: Some(row_id.into()),
             group_id: group.map(Into::into),
             dedup_id: group.map(|_| format!("dedup-{row_id}")),
+            packed: None,
         }
     }
 

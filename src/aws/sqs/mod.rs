@@ -25,6 +25,26 @@ pub struct Attribute {
     pub value: String,
 }
 
+/// What SQS counts of one message attribute toward the message's size (and its batch's): the
+/// attribute's name, data type and value.
+pub fn attribute_size(name: &str, data_type: &str, value_len: usize) -> usize {
+    name.len() + data_type.len() + value_len
+}
+
+/// The attributes of a packed message (see [`crate::pipeline::pack`]): how many rows its body's
+/// lines hold, and their `row_id`s in line order, separated by single spaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackedRows {
+    pub count: usize,
+    /// `count` as the `rows` attribute's text.
+    pub count_text: String,
+    pub row_ids: String,
+}
+
+/// Names of a packed message's own attributes.
+pub const ROWS_ATTRIBUTE: &str = "rows";
+pub const ROW_IDS_ATTRIBUTE: &str = "row_ids";
+
 /// One message of a `SendMessageBatch`, in scanfleet's terms. Either client turns it into its
 /// request; neither needs a copy of it to do so, so failed entries can be resent as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,10 +55,12 @@ pub struct OutMessage {
     pub shared_attributes: Option<Arc<[Attribute]>>,
     /// The row's `row_id` attribute.
     pub row_id: Option<String>,
+    /// A packed message's `rows` and `row_ids` attributes (`output.rows_per_message` > 1).
+    pub packed: Option<PackedRows>,
     /// FIFO queues: the message group (the row's partition key).
     pub group_id: Option<String>,
     /// FIFO queues: the deduplication id (the `row_id` within its job, see
-    /// [`crate::pipeline::fifo_dedup_id`]).
+    /// [`crate::codec::fifo_dedup_id`]).
     pub dedup_id: Option<String>,
 }
 
@@ -46,9 +68,16 @@ pub struct OutMessage {
 pub const ROW_ID_ATTRIBUTE: &str = "row_id";
 
 impl OutMessage {
-    /// The message's attributes: the task's shared ones, then `row_id`.
+    /// The message's attributes: the task's shared ones, then `row_id`, or a packed message's
+    /// `rows` and `row_ids`.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, &str, &str)> {
         let shared = self.shared_attributes.iter().flat_map(|a| a.iter());
+        let packed = self.packed.iter().flat_map(|p| {
+            [
+                (ROWS_ATTRIBUTE, "Number", p.count_text.as_str()),
+                (ROW_IDS_ATTRIBUTE, "String", p.row_ids.as_str()),
+            ]
+        });
         shared
             .map(|a| (a.name.as_str(), a.data_type, a.value.as_str()))
             .chain(
@@ -56,6 +85,22 @@ impl OutMessage {
                     .as_deref()
                     .map(|id| (ROW_ID_ATTRIBUTE, "String", id)),
             )
+            .chain(packed)
+    }
+
+    /// The message's size as SQS counts it: its body and every attribute's name, data type
+    /// and value.
+    pub fn sqs_size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes()
+                .map(|(name, data_type, value)| attribute_size(name, data_type, value.len()))
+                .sum::<usize>()
+    }
+
+    /// The rows the message carries: a packed message's count, otherwise one.
+    pub fn rows(&self) -> usize {
+        self.packed.as_ref().map_or(1, |p| p.count)
     }
 
     /// The deduplication id, on FIFO queues (those with a group id).
