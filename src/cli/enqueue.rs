@@ -217,7 +217,7 @@ pub async fn probe(
     options: &crate::expression::ScanOptions,
 ) -> Result<(), EnqueueError> {
     let key_names = match options.projection_expression {
-        Some(_) => crate::pipeline::KeySchemas::default()
+        Some(_) => crate::aws::dynamodb::key_schema::KeySchemas::default()
             .get(dynamodb, table)
             .await
             .map_err(|e| {
