@@ -4,8 +4,9 @@
 //! runs worker processes until the job drains, compares what was published with what is in
 //! the table, and cleans up. Exits non-zero if any row is missing.
 //!
-//! Usage: `demo [--rows N] [--segments N] [--workers N] [--limit-of-rows N]`; the endpoint is
-//! `AWS_ENDPOINT_URL`, as for scanfleet itself.
+//! Usage: `demo [--rows N] [--segments N] [--workers N] [--limit-of-rows N]
+//! [--rows-per-message N]`; the endpoint is `AWS_ENDPOINT_URL`, as for scanfleet itself.
+//! `--rows-per-message` above 1 runs the job with packed output (README, *Packed output*).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ struct Args {
     segments: u32,
     workers: usize,
     limit_of_rows: u32,
+    /// `output.rows_per_message` of the workers.
+    rows_per_message: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +30,7 @@ fn parse_args() -> Result<Args, String> {
         segments: 8,
         workers: 2,
         limit_of_rows: 1000,
+        rows_per_message: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
             "--segments" => args.segments = value.parse().map_err(bad)?,
             "--workers" => args.workers = value.parse().map_err(bad)?,
             "--limit-of-rows" => args.limit_of_rows = value.parse().map_err(bad)?,
+            "--rows-per-message" => args.rows_per_message = value.parse().map_err(bad)?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -136,6 +141,10 @@ async fn job_with_ledger(
     let env = [
         ("SCANFLEET__CONTROL__WAIT_TIME_SECONDS", "2".to_owned()),
         ("SCANFLEET__LEDGER__TABLE", ledger.to_owned()),
+        (
+            "SCANFLEET__OUTPUT__ROWS_PER_MESSAGE",
+            args.rows_per_message.to_string(),
+        ),
     ];
     let workers = (0..args.workers)
         .map(|_| WorkerProcess::start(binary, queues, table, &env, log_dir))
@@ -172,7 +181,7 @@ async fn job_with_ledger(
             &queues.output,
             Duration::from_secs(600),
             Duration::from_secs(2),
-            |got| got.len() >= expected,
+            |got| got.iter().map(|m| m.rows().len()).sum::<usize>() >= expected,
         ),
         wait.wait()
     );
@@ -201,10 +210,11 @@ async fn job_with_ledger(
     }
 
     let table_rows = count_rows(aws, table).await?;
-    let keys: HashSet<(String, String)> = received
+    let rows: Vec<&str> = received.iter().flat_map(|m| m.rows()).collect();
+    let keys: HashSet<(String, String)> = rows
         .iter()
-        .filter_map(|m| {
-            let v: serde_json::Value = serde_json::from_str(&m.body).ok()?;
+        .filter_map(|body| {
+            let v: serde_json::Value = serde_json::from_str(body).ok()?;
             Some((v["PK"].as_str()?.to_owned(), v["SK"].as_str()?.to_owned()))
         })
         .collect();
@@ -224,8 +234,9 @@ async fn job_with_ledger(
         if wait_ok { "0" } else { "non-zero" }
     );
     println!("messages received        {}", received.len());
+    println!("rows received            {}", rows.len());
     println!("distinct keys received   {}", keys.len());
-    println!("duplicates               {}", received.len() - keys.len());
+    println!("duplicates               {}", rows.len() - keys.len());
     println!(
         "missing                  {}",
         table_rows.saturating_sub(keys.len() as u64)
@@ -235,7 +246,7 @@ async fn job_with_ledger(
     println!(
         "elapsed                  {:.1} s ({:.0} rows/s)",
         elapsed.as_secs_f64(),
-        received.len() as f64 / elapsed.as_secs_f64()
+        rows.len() as f64 / elapsed.as_secs_f64()
     );
     println!(
         "{}",

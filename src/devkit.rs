@@ -206,6 +206,18 @@ pub struct Received {
     pub attributes: HashMap<String, String>,
 }
 
+impl Received {
+    /// The row bodies the message carries: its body's lines when it is packed (it has a `rows`
+    /// attribute, see README *Packed output*), else its body.
+    pub fn rows(&self) -> Vec<&str> {
+        if self.attributes.contains_key("rows") {
+            self.body.split('\n').collect()
+        } else {
+            vec![self.body.as_str()]
+        }
+    }
+}
+
 /// Receives and deletes up to 10 messages with a short long poll; empty when none arrived.
 pub async fn receive_some(
     aws: &Aws,
