@@ -535,7 +535,7 @@ def iam(policy_path, src_dir, cfn_out):
     sdk_ops = {"delete_item", "batch_get_item", "batch_write_item",
                "get_queue_url", "list_queues", "create_queue", "purge_queue", "set_queue_attributes"}
     for f in sorted(Path(src_dir).glob("**/*.rs")):
-        if f.name == "devkit.rs": continue
+        if "devkit" in f.parts: continue
         for op in set(re.findall(r"\.([a-z_]+)\(\)\s*\n?\s*\.", f.read_text())):
             if op in calls and calls[op] not in granted: print(f"warning: {f} calls {op}, which {policy_path} does not allow")
             elif op in sdk_ops: print(f"warning: {f} may call the AWS operation {op}, which {policy_path} does not allow")
