@@ -481,7 +481,10 @@ async fn an_enqueue_that_fails_midway_names_the_job_its_sent_tasks_run_under() {
         options: Default::default(),
         read_units_per_second: None,
     };
-    let err = enqueue::enqueue(&client, "q", &job).await.unwrap_err();
+    let bodies = enqueue::task_bodies(&job).unwrap();
+    let err = enqueue::enqueue(&client, "q", &job.job_id, &bodies)
+        .await
+        .unwrap_err();
     let text = scanfleet::error_chain(&err);
     assert!(text.starts_with("job nightly-7: "), "{text}");
     assert!(text.contains("scanfleet reconcile nightly-7"), "{text}");

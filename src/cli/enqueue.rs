@@ -104,8 +104,9 @@ pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
         return Err("configuration: ledger.table is required for enqueue --wait (env SCANFLEET__LEDGER__TABLE)".into());
     }
     // Validated by the workers' rules first (nothing is sent for a bad job), then, when the
-    // job has expressions, by DynamoDB itself with a one-row probe scan.
-    task_bodies(&job)?;
+    // job has expressions, by DynamoDB itself with a one-row probe scan. Made once: the ledger
+    // keeps the first as the job's template, and all of them are sent.
+    let bodies = task_bodies(&job)?;
     let aws = crate::aws::config().await;
     let options = job
         .options
@@ -119,7 +120,7 @@ pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
     let ledger = match settings.ledger.table() {
         Some(table) => {
             let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), table);
-            let template = task_bodies(&job)?.swap_remove(0);
+            let template = bodies[0].clone();
             ledger
                 .record_job(&JobRecord {
                     job_id: job.job_id.clone(),
@@ -135,7 +136,7 @@ pub async fn run(settings: Settings, args: Args) -> Result<(), BoxError> {
         None => None,
     };
     let client = aws_sdk_sqs::Client::new(&aws);
-    enqueue(&client, &settings.control.queue_url, &job).await?;
+    enqueue(&client, &settings.control.queue_url, &job.job_id, &bodies).await?;
     info!(job_id = %job.job_id, segments = job.segments, table = %job.table, "job enqueued");
     println!("{}", job.job_id);
     let (Some(every), Some(ledger)) = (wait, ledger) else {
@@ -280,17 +281,17 @@ pub fn task_bodies(job: &Job) -> Result<Vec<String>, EnqueueError> {
         .collect()
 }
 
-/// Sends every task of the job to the control queue.
+/// Sends the job's tasks (their bodies from [`task_bodies`]) to the control queue.
 pub async fn enqueue(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
-    job: &Job,
+    job_id: &str,
+    bodies: &[String],
 ) -> Result<(), EnqueueError> {
-    let bodies = task_bodies(job)?;
-    sqs::send_tasks(client, queue_url, &bodies)
+    sqs::send_tasks(client, queue_url, bodies)
         .await
         .map_err(|source| EnqueueError::Send {
-            job_id: job.job_id.clone(),
+            job_id: job_id.to_owned(),
             source,
         })
 }
