@@ -66,13 +66,8 @@ pub struct Packer {
 }
 
 /// Decimal digits of `n`: the length of the `rows` attribute's value.
-fn digits(mut n: usize) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
-    }
-    d
+fn digits(n: usize) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 impl Packer {

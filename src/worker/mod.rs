@@ -30,7 +30,6 @@ mod task;
 
 pub mod dedup;
 pub use shutdown::Shutdown;
-pub use task::after_refused_count;
 
 use task::{hand_back, run_task};
 
@@ -183,19 +182,18 @@ impl Worker {
                 .receive(permits.len(), self.wait, shared.visibility)
                 .await;
             let pause = match received {
-                Ok(messages) if messages.is_empty() => {
-                    backoff = retry::receive_backoff();
-                    health.set_ready(!shutdown.is_draining());
-                    // A long poll waits on SQS's side; a short one (wait_time_seconds = 0)
-                    // returns at once, and would spin on an empty queue without a pause.
-                    empty_receive_pause(self.wait, &mut empty_backoff)
-                }
                 Ok(messages) => {
                     backoff = retry::receive_backoff();
-                    empty_backoff = retry::receive_backoff();
                     health.set_ready(!shutdown.is_draining());
-                    dispatch(&shared, &tracker, messages, permits).await;
-                    Duration::ZERO
+                    if messages.is_empty() {
+                        // A long poll waits on SQS's side; a short one (wait_time_seconds = 0)
+                        // returns at once, and would spin on an empty queue without a pause.
+                        empty_receive_pause(self.wait, &mut empty_backoff)
+                    } else {
+                        empty_backoff = retry::receive_backoff();
+                        dispatch(&shared, &tracker, messages, permits).await;
+                        Duration::ZERO
+                    }
                 }
                 Err(e) => {
                     let delay = backoff.next().expect("receive backoff never ends");
