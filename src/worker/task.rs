@@ -15,7 +15,7 @@ use super::heartbeat::{ChunkProgress, Heartbeat};
 use super::{BoxError, Delivery, Shared, release};
 use crate::aws::retry;
 use crate::aws::sqs;
-use crate::ledger::{self, ChunkReport, Ledger, Recorded};
+use crate::ledger::{ChunkReport, Ledger, Recorded};
 use crate::pipeline::{self, End};
 use crate::task::{self, Task};
 use crate::telemetry::{self, AckAction, LedgerOp};
@@ -376,7 +376,8 @@ async fn record_failure(
 
 /// Counts a finished chunk in the ledger, before its continuation is sent (so the ledger is
 /// never behind the queue). When the ledger refuses the count, the record it holds decides,
-/// by the same rule as at the task's start ([`after_refused_count`]).
+/// by the same rule as at the task's start ([`dedup::decide`]), so the two moments never
+/// disagree.
 async fn record_chunk(
     shared: &Shared,
     ledger: &Ledger,
@@ -428,7 +429,7 @@ async fn record_chunk(
         }
     };
     let id = claim.instance;
-    Ok(match after_refused_count(&record, claim)? {
+    Ok(match dedup::decide(&record, claim)? {
         Decision::Run | Decision::NewRun => {
             // The ledger is behind this task (configured mid-job) or another run took the
             // segment over meanwhile: go on uncounted, from this run's own position.
@@ -458,15 +459,6 @@ async fn record_chunk(
             Settle::Own(outcome)
         }
     })
-}
-
-/// What a chunk whose count the ledger refused does: exactly what a task of that chunk would
-/// do on starting with that record ([`dedup::decide`]), so the two moments never disagree.
-pub fn after_refused_count(
-    record: &ledger::SegmentRecord,
-    claim: dedup::Claim<'_>,
-) -> Result<Decision, BoxError> {
-    dedup::decide(record, claim)
 }
 
 /// Records the position reached: sends the continuation task, *then* deletes this one.
