@@ -91,7 +91,7 @@ impl Packer {
     }
 
     /// The size of a packed message holding this row alone.
-    pub fn alone_size(&self, body: &str, row_id: &str) -> usize {
+    fn alone_size(&self, body: &str, row_id: &str) -> usize {
         self.size_of(1, body.len(), row_id.len())
     }
 
@@ -143,11 +143,6 @@ impl Packer {
             size,
         })
     }
-}
-
-/// A packed body's rows, as a consumer reads them.
-pub fn split(body: &str) -> std::str::Split<'_, char> {
-    body.split('\n')
 }
 
 #[cfg(test)]
@@ -325,7 +320,7 @@ mod tests {
             let mut refused_iter = refused.iter().peekable();
             let mut previous: Option<&Pack> = None;
             for p in &packs {
-                let lines: Vec<&str> = split(&p.body).collect();
+                let lines: Vec<&str> = p.body.split('\n').collect();
                 let ids: Vec<&str> = p.rows.row_ids.split(' ').collect();
                 prop_assert_eq!(lines.len(), p.rows.count);
                 prop_assert_eq!(ids.len(), p.rows.count);
